@@ -1,0 +1,471 @@
+// Package token holds WeChat access_tokens: it fetches them, renews them
+// before they expire and on demand when WeChat rejects one, and hands the
+// current one to callers. It knows nothing of Caddy.
+package token
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultRefreshAhead       = 5 * time.Minute
+	DefaultMinRefreshInterval = time.Minute
+	DefaultFetchTimeout       = 10 * time.Second
+)
+
+const (
+	// refreshBurst passive refreshes may happen back to back before
+	// MinRefreshInterval applies: enough for a token knocked out twice in a
+	// row by another system, too few to dent the daily quota.
+	refreshBurst = 3
+	// WeChat allows force_refresh on stable_token 20 times a day, 30 s apart.
+	forceMinGap     = 30 * time.Second
+	forceDailyLimit = 20
+	// minRetryDelay keeps the renewal loop from spinning on short lifetimes.
+	minRetryDelay = 100 * time.Millisecond
+	// unchangedMaxDelay bounds how long the loop waits before asking the
+	// stable API again when it answered the token about to be renewed.
+	unchangedMaxDelay = 30 * time.Second
+)
+
+// Token is an access_token and its lifetime.
+type Token struct {
+	Value     string
+	FetchedAt time.Time
+	ExpiresAt time.Time
+}
+
+// ValidAt reports whether the token may still be used at now.
+func (t *Token) ValidAt(now time.Time) bool {
+	return t != nil && t.Value != "" && now.Before(t.ExpiresAt)
+}
+
+// Options configure a Manager. AppID, API and Fetcher are required.
+type Options struct {
+	AppID   string
+	API     API
+	Fetcher Fetcher
+	// RefreshAhead is how long before expiry the token is renewed. For
+	// tokens living less than twice as long, renewal happens at half-life.
+	RefreshAhead time.Duration
+	// MinRefreshInterval spaces passive refreshes (after a rejection) once
+	// a small burst is used up.
+	MinRefreshInterval time.Duration
+	// FetchTimeout bounds one call to the token endpoint.
+	FetchTimeout time.Duration
+	Logger       *zap.Logger
+	Clock        Clock
+}
+
+// Manager holds the token of one app for one token API. It is safe for
+// concurrent use. Only one fetch runs at a time: with the classic API every
+// fetch invalidates the previous token, so concurrent fetches would knock
+// each other's tokens out.
+type Manager struct {
+	appID   string
+	api     API
+	fetcher Fetcher
+	timeout time.Duration
+	log     *zap.Logger
+	clock   Clock
+
+	current atomic.Pointer[Token]
+	flights singleflight.Group
+
+	mu           sync.Mutex
+	refreshAhead time.Duration
+	limiter      *rate.Limiter
+	forcedAt     []time.Time // force_refresh calls in the last 24 hours
+	lastErr      error
+	// attempt is closed when the fetch under way ends; it exists from
+	// construction until the first fetch ends, so that early requests wait
+	// for the first token instead of failing.
+	attempt chan struct{}
+
+	wake     chan struct{}
+	ctx      context.Context
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+// NewManager validates opts and starts the renewal loop, which fetches the
+// first token at once. Call Stop to end it.
+func NewManager(opts Options) (*Manager, error) {
+	if opts.AppID == "" {
+		return nil, errors.New("token manager: AppID is required")
+	}
+	if _, err := ParseAPI(string(opts.API)); err != nil {
+		return nil, fmt.Errorf("token manager: %w", err)
+	}
+	if opts.Fetcher == nil {
+		return nil, errors.New("token manager: Fetcher is required")
+	}
+	if opts.RefreshAhead < 0 || opts.MinRefreshInterval < 0 || opts.FetchTimeout < 0 {
+		return nil, errors.New("token manager: durations must not be negative")
+	}
+	opts = withDefaults(opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Manager{
+		appID:        opts.AppID,
+		api:          opts.API,
+		fetcher:      opts.Fetcher,
+		timeout:      opts.FetchTimeout,
+		log:          opts.Logger,
+		clock:        opts.Clock,
+		refreshAhead: opts.RefreshAhead,
+		limiter:      rate.NewLimiter(rate.Every(opts.MinRefreshInterval), refreshBurst),
+		attempt:      make(chan struct{}),
+		wake:         make(chan struct{}, 1),
+		ctx:          ctx,
+		cancel:       cancel,
+		done:         make(chan struct{}),
+	}
+	go m.run()
+	return m, nil
+}
+
+func withDefaults(opts Options) Options {
+	if opts.RefreshAhead == 0 {
+		opts.RefreshAhead = DefaultRefreshAhead
+	}
+	if opts.MinRefreshInterval == 0 {
+		opts.MinRefreshInterval = DefaultMinRefreshInterval
+	}
+	if opts.FetchTimeout == 0 {
+		opts.FetchTimeout = DefaultFetchTimeout
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Clock == nil {
+		opts.Clock = systemClock{}
+	}
+	return opts
+}
+
+// Reconfigure applies new tunables to a running manager, as after a Caddy
+// config reload that kept the app but changed its timing. Zero values mean
+// the defaults.
+func (m *Manager) Reconfigure(refreshAhead, minRefreshInterval time.Duration) {
+	o := withDefaults(Options{RefreshAhead: refreshAhead, MinRefreshInterval: minRefreshInterval})
+	m.mu.Lock()
+	m.refreshAhead = o.RefreshAhead
+	m.limiter.SetLimitAt(m.clock.Now(), rate.Every(o.MinRefreshInterval))
+	m.mu.Unlock()
+	m.poke()
+}
+
+// Stop ends the renewal loop and waits for it. Requests still waiting for a
+// first token are released.
+func (m *Manager) Stop() {
+	m.stopOnce.Do(func() {
+		m.cancel()
+		<-m.done
+		m.mu.Lock()
+		if m.attempt != nil {
+			close(m.attempt)
+			m.attempt = nil
+		}
+		m.mu.Unlock()
+	})
+}
+
+// Token returns the current token. Without a valid one it waits for a
+// fetch under way (such as the very first) and otherwise fails at once
+// with an error wrapping ErrNoToken and the last fetch error: callers are
+// answered promptly rather than queued behind a failing token endpoint.
+func (m *Manager) Token(ctx context.Context) (Token, error) {
+	if t := m.current.Load(); t.ValidAt(m.clock.Now()) {
+		return *t, nil
+	}
+	m.mu.Lock()
+	attempt := m.attempt
+	m.mu.Unlock()
+	if attempt != nil {
+		select {
+		case <-attempt:
+		case <-ctx.Done():
+			return Token{}, ctx.Err()
+		}
+	}
+	if t := m.current.Load(); t.ValidAt(m.clock.Now()) {
+		return *t, nil
+	}
+	m.mu.Lock()
+	lastErr := m.lastErr
+	m.mu.Unlock()
+	if lastErr == nil {
+		return Token{}, fmt.Errorf("%w for %s", ErrNoToken, m.appID)
+	}
+	return Token{}, fmt.Errorf("%w: %w", ErrNoToken, lastErr)
+}
+
+// Refresh is called when WeChat rejected the token value rejected. If that
+// is no longer the current token, the current one is returned with no
+// fetch: many requests failing at once with one token cause one refresh.
+// Otherwise one fetch is made (shared by all concurrent callers) unless the
+// rate limit forbids it (ErrRefreshLimited). With the stable API, a fetch
+// that answers the rejected token again is followed by one force_refresh,
+// within WeChat's limits for it.
+func (m *Manager) Refresh(ctx context.Context, rejected string) (Token, error) {
+	for range 2 {
+		if t := m.current.Load(); t.ValidAt(m.clock.Now()) && t.Value != rejected {
+			return *t, nil
+		}
+		var ran atomic.Bool
+		tok, err := m.fly(ctx, func() (Token, error) {
+			ran.Store(true)
+			return m.replaceRejected(rejected)
+		})
+		if err != nil {
+			return Token{}, err
+		}
+		if tok.Value != rejected {
+			return tok, nil
+		}
+		if ran.Load() {
+			break
+		}
+		// We joined a renewal that was not about this rejection and got the
+		// rejected token back; go again, this time with our own fetch.
+	}
+	return Token{}, fmt.Errorf("WeChat still answers the rejected token for %s", m.appID)
+}
+
+// replaceRejected runs inside a flight.
+func (m *Manager) replaceRejected(rejected string) (Token, error) {
+	now := m.clock.Now()
+	// A flight that ended just before this one may have replaced it already.
+	if t := m.current.Load(); t.ValidAt(now) && t.Value != rejected {
+		return *t, nil
+	}
+	m.mu.Lock()
+	allowed := m.limiter.AllowN(now, 1)
+	m.mu.Unlock()
+	if !allowed {
+		m.log.Warn("access_token rejected by WeChat, but refresh rate limit reached; passing the error on",
+			zap.Duration("min_refresh_interval", m.minRefreshInterval()))
+		return Token{}, fmt.Errorf("refresh token for %s: %w", m.appID, ErrRefreshLimited)
+	}
+	tok, err := m.fetch(false, "rejected")
+	if err != nil || tok.Value != rejected || m.api != Stable {
+		return tok, err
+	}
+	// stable_token answers the same token until its last minutes; only a
+	// force_refresh replaces one that WeChat no longer accepts.
+	if err := m.reserveForce(now); err != nil {
+		m.log.Warn("stable_token answered the rejected token again and force_refresh is not allowed now", zap.Error(err))
+		return tok, err
+	}
+	return m.fetch(true, "rejected, forced")
+}
+
+func (m *Manager) minRefreshInterval() time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return time.Duration(float64(time.Second) / float64(m.limiter.Limit()))
+}
+
+// reserveForce records a force_refresh about to be made, or says why WeChat
+// would refuse it.
+func (m *Manager) reserveForce(now time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	recent := m.forcedAt[:0]
+	for _, t := range m.forcedAt {
+		if now.Sub(t) < 24*time.Hour {
+			recent = append(recent, t)
+		}
+	}
+	m.forcedAt = recent
+	if n := len(recent); n > 0 && now.Sub(recent[n-1]) < forceMinGap {
+		return fmt.Errorf("force_refresh for %s was used %s ago; WeChat allows one every %s", m.appID, now.Sub(recent[n-1]).Round(time.Second), forceMinGap)
+	}
+	if len(recent) >= forceDailyLimit {
+		return fmt.Errorf("force_refresh for %s was used %d times in 24 hours, WeChat's daily limit", m.appID, len(recent))
+	}
+	m.forcedAt = append(m.forcedAt, now)
+	return nil
+}
+
+// fly runs fn unless a fetch is under way already, in which case its result
+// is shared. ctx only bounds the wait: the fetch itself belongs to the
+// manager, so one impatient caller cannot cancel it for the others.
+func (m *Manager) fly(ctx context.Context, fn func() (Token, error)) (Token, error) {
+	ch := m.flights.DoChan("fetch", func() (any, error) { return fn() })
+	select {
+	case <-ctx.Done():
+		return Token{}, ctx.Err()
+	case r := <-ch:
+		tok, _ := r.Val.(Token)
+		return tok, r.Err
+	}
+}
+
+// fetch calls the token endpoint once and installs the result. It must run
+// inside a flight.
+func (m *Manager) fetch(force bool, reason string) (Token, error) {
+	m.mu.Lock()
+	if m.attempt == nil {
+		m.attempt = make(chan struct{})
+	}
+	attempt := m.attempt
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		if m.attempt == attempt {
+			close(attempt)
+			m.attempt = nil
+		}
+		m.mu.Unlock()
+	}()
+
+	ctx, cancel := context.WithTimeout(m.ctx, m.timeout)
+	defer cancel()
+	start := m.clock.Now()
+	fetched, err := m.fetcher.Fetch(ctx, force)
+	prev := m.current.Load()
+	if err != nil {
+		err = fmt.Errorf("fetch %s token for %s: %w", m.api, m.appID, err)
+		m.mu.Lock()
+		m.lastErr = err
+		m.mu.Unlock()
+		fields := []zap.Field{zap.String("reason", reason), zap.Bool("force_refresh", force), zap.Error(err)}
+		var apiErr *APIError
+		if errors.As(err, &apiErr) {
+			fields = append(fields, zap.Int64("errcode", apiErr.Code))
+		}
+		if prev.ValidAt(start) {
+			fields = append(fields, zap.Duration("current_token_valid_for", prev.ExpiresAt.Sub(start).Round(time.Second)))
+		} else {
+			fields = append(fields, zap.Bool("requests_failing", true))
+		}
+		m.log.Error("access_token fetch failed", fields...)
+		return Token{}, err
+	}
+	tok := &Token{Value: fetched.Value, FetchedAt: start, ExpiresAt: start.Add(fetched.ExpiresIn)}
+	unchanged := prev != nil && prev.Value == tok.Value
+	if unchanged {
+		tok.FetchedAt = prev.FetchedAt
+	}
+	m.current.Store(tok)
+	m.mu.Lock()
+	m.lastErr = nil
+	m.mu.Unlock()
+	if unchanged {
+		m.log.Debug("token endpoint answered the current token",
+			zap.String("reason", reason), zap.Duration("expires_in", fetched.ExpiresIn))
+	} else {
+		m.log.Info("access_token obtained",
+			zap.String("reason", reason), zap.Bool("force_refresh", force), zap.Duration("expires_in", fetched.ExpiresIn))
+		m.poke()
+	}
+	return *tok, nil
+}
+
+// poke makes the renewal loop recompute its schedule.
+func (m *Manager) poke() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run is the proactive renewal loop.
+func (m *Manager) run() {
+	defer close(m.done)
+	failures := 0
+	unchanged := false // the last renewal got the current token back
+	for {
+		delay := m.nextDelay(failures, unchanged)
+		if delay > 0 {
+			m.log.Debug("next token renewal scheduled", zap.Duration("in", delay))
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-m.wake:
+				continue
+			case <-m.clock.After(delay):
+			}
+		}
+		if m.ctx.Err() != nil {
+			return
+		}
+		before := m.current.Load()
+		reason := "renewal"
+		if before == nil {
+			reason = "first token"
+		}
+		tok, err := m.fly(m.ctx, func() (Token, error) { return m.fetch(false, reason) })
+		switch {
+		case err != nil:
+			failures++
+			unchanged = false
+		default:
+			failures = 0
+			unchanged = before != nil && tok.Value == before.Value
+		}
+	}
+}
+
+// nextDelay says how long the loop waits before its next fetch.
+func (m *Manager) nextDelay(failures int, unchanged bool) time.Duration {
+	now := m.clock.Now()
+	cur := m.current.Load()
+	if !cur.ValidAt(now) {
+		if failures == 0 {
+			return 0
+		}
+		m.mu.Lock()
+		lastErr := m.lastErr
+		m.mu.Unlock()
+		return backoff(failures, maxBackoff(lastErr))
+	}
+	remaining := cur.ExpiresAt.Sub(now)
+	if failures > 0 {
+		// Retry while the token lasts, more often as its end nears.
+		return min(backoff(failures, maxBackoff(nil)), max(remaining/2, minRetryDelay))
+	}
+	if unchanged {
+		// The stable API hands out the next token only in the last minutes
+		// of the current one: ask again later, not in a loop.
+		return min(max(remaining/4, minRetryDelay), unchangedMaxDelay)
+	}
+	m.mu.Lock()
+	ahead := m.refreshAhead
+	m.mu.Unlock()
+	ahead = min(ahead, cur.ExpiresAt.Sub(cur.FetchedAt)/2)
+	return cur.ExpiresAt.Add(-ahead).Sub(now)
+}
+
+// maxBackoff is longer for errors that only a person can fix, so a wrong
+// secret does not spend the day's quota.
+func maxBackoff(err error) time.Duration {
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.Code {
+		case 40001, 40013, 40125, 40164, 40243, 41002, 41004, 45009, 61004, 89501, 89503, 89506, 89507:
+			return 5 * time.Minute
+		}
+	}
+	return time.Minute
+}
+
+// backoff doubles from one second up to limit, with ±20 % jitter so that
+// many instances do not retry in step.
+func backoff(failures int, limit time.Duration) time.Duration {
+	d := min(time.Second<<min(failures-1, 16), limit)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}

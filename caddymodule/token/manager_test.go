@@ -1,0 +1,418 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeFetcher answers from a script and counts calls. A non-nil gate makes
+// every Fetch wait until the gate is closed.
+type fakeFetcher struct {
+	mu     sync.Mutex
+	calls  []bool // force flag of each call
+	answer func(n int, force bool) (Fetched, error)
+	gate   chan struct{}
+}
+
+func (f *fakeFetcher) Fetch(ctx context.Context, force bool) (Fetched, error) {
+	f.mu.Lock()
+	f.calls = append(f.calls, force)
+	n := len(f.calls)
+	gate, answer := f.gate, f.answer
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return Fetched{}, ctx.Err()
+		}
+	}
+	return answer(n, force)
+}
+
+func (f *fakeFetcher) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.calls)
+}
+
+func (f *fakeFetcher) forced() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, force := range f.calls {
+		if force {
+			n++
+		}
+	}
+	return n
+}
+
+func (f *fakeFetcher) set(answer func(n int, force bool) (Fetched, error)) {
+	f.mu.Lock()
+	f.answer = answer
+	f.mu.Unlock()
+}
+
+// sequential hands out tok1, tok2, ... each valid for ttl.
+func sequential(ttl time.Duration) func(int, bool) (Fetched, error) {
+	return func(n int, _ bool) (Fetched, error) {
+		return Fetched{Value: fmt.Sprintf("tok%d", n), ExpiresIn: ttl}, nil
+	}
+}
+
+func startManager(t *testing.T, api API, f *fakeFetcher, clock *fakeClock, tweak func(*Options)) *Manager {
+	t.Helper()
+	opts := Options{AppID: "wxtest", API: api, Fetcher: f, Clock: clock}
+	if tweak != nil {
+		tweak(&opts)
+	}
+	m, err := NewManager(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Stop)
+	return m
+}
+
+func mustToken(t *testing.T, m *Manager) Token {
+	t.Helper()
+	tok, err := m.Token(context.Background())
+	if err != nil {
+		t.Fatalf("Token: %v", err)
+	}
+	return tok
+}
+
+// waitScheduled waits until the loop has gone to sleep until due.
+func waitScheduled(t *testing.T, c *fakeClock, due time.Time) {
+	t.Helper()
+	eventually(t, "renewal scheduled for "+due.String(), func() bool {
+		next, _ := c.next()
+		return next.Equal(due)
+	})
+}
+
+func TestFirstRequestWaitsForFirstToken(t *testing.T) {
+	clock := newFakeClock()
+	f := &fakeFetcher{answer: sequential(7200 * time.Second), gate: make(chan struct{})}
+	m := startManager(t, Classic, f, clock, nil)
+	got := make(chan Token)
+	go func() {
+		tok, _ := m.Token(context.Background())
+		got <- tok
+	}()
+	eventually(t, "first fetch to start", func() bool { return f.count() == 1 })
+	close(f.gate)
+	if tok := <-got; tok.Value != "tok1" {
+		t.Fatalf("got %q, want tok1", tok.Value)
+	}
+}
+
+func TestProactiveRenewalBeforeExpiry(t *testing.T) {
+	clock := newFakeClock()
+	f := &fakeFetcher{answer: sequential(7200 * time.Second)}
+	m := startManager(t, Classic, f, clock, nil)
+	start := clock.Now()
+	if tok := mustToken(t, m); tok.Value != "tok1" {
+		t.Fatalf("first token %q", tok.Value)
+	}
+	renewAt := start.Add(7200*time.Second - DefaultRefreshAhead)
+	waitScheduled(t, clock, renewAt)
+
+	clock.AdvanceTo(renewAt.Add(-time.Second))
+	if n := f.count(); n != 1 {
+		t.Fatalf("fetched %d times before the renewal time", n)
+	}
+	clock.AdvanceTo(renewAt)
+	eventually(t, "renewal", func() bool { return f.count() == 2 })
+	if tok := mustToken(t, m); tok.Value != "tok2" {
+		t.Fatalf("after renewal token is %q", tok.Value)
+	}
+	waitScheduled(t, clock, renewAt.Add(7200*time.Second-DefaultRefreshAhead))
+}
+
+func TestShortLifetimeRenewsAtHalfLife(t *testing.T) {
+	clock := newFakeClock()
+	f := &fakeFetcher{answer: sequential(20 * time.Second)}
+	m := startManager(t, Classic, f, clock, nil)
+	start := clock.Now()
+	mustToken(t, m)
+	for i := 1; i <= 5; i++ {
+		due := start.Add(time.Duration(i) * 10 * time.Second)
+		waitScheduled(t, clock, due)
+		clock.AdvanceTo(due)
+		eventually(t, "renewal", func() bool { return f.count() == i+1 })
+	}
+}
+
+// The stable API answers the current token until its last minutes: the
+// loop must poll with growing urgency, never spin.
+func TestStableSameTokenDoesNotSpin(t *testing.T) {
+	clock := newFakeClock()
+	var expires time.Time
+	// WeChat's window is the last 5 minutes; our clock runs 40 s ahead.
+	window := DefaultRefreshAhead - 40*time.Second
+	f := &fakeFetcher{}
+	f.set(func(n int, _ bool) (Fetched, error) {
+		now := clock.Now()
+		if n > 1 && expires.Sub(now) > window {
+			return Fetched{Value: "tok1", ExpiresIn: expires.Sub(now).Truncate(time.Second)}, nil
+		}
+		expires = now.Add(7200 * time.Second)
+		return Fetched{Value: fmt.Sprintf("tok%d", n), ExpiresIn: 7200 * time.Second}, nil
+	})
+	m := startManager(t, Stable, f, clock, nil)
+	mustToken(t, m)
+	for f.count() < 20 {
+		due, _ := clock.next()
+		if !due.After(clock.Now()) {
+			// The loop has not gone to sleep yet; let it.
+			eventually(t, "loop to sleep", func() bool { d, _ := clock.next(); return d.After(clock.Now()) })
+			continue
+		}
+		if gap := due.Sub(clock.Now()); gap < minRetryDelay {
+			t.Fatalf("loop asked again after %s", gap)
+		}
+		before := f.count()
+		clock.AdvanceTo(due)
+		eventually(t, "fetch", func() bool { return f.count() == before+1 })
+		if tok := mustToken(t, m); tok.Value != "tok1" {
+			// Renewed inside the window: done.
+			if n := f.count(); n > 4 {
+				t.Fatalf("took %d fetches to get the next stable token", n)
+			}
+			return
+		}
+	}
+	t.Fatal("never renewed")
+}
+
+func TestFetchFailureKeepsTokenThenAnswersPromptly(t *testing.T) {
+	clock := newFakeClock()
+	f := &fakeFetcher{answer: sequential(100 * time.Second)}
+	m := startManager(t, Classic, f, clock, func(o *Options) { o.RefreshAhead = 30 * time.Second })
+	start := clock.Now()
+	mustToken(t, m)
+	f.set(func(int, bool) (Fetched, error) { return Fetched{}, &APIError{Code: -1, Msg: "system error"} })
+
+	renewAt := start.Add(70 * time.Second)
+	waitScheduled(t, clock, renewAt)
+	clock.AdvanceTo(renewAt)
+	eventually(t, "failed renewal", func() bool { return f.count() == 2 })
+	// Retries follow with backoff while the old token keeps serving.
+	for f.count() < 8 {
+		eventually(t, "retry scheduled", func() bool { d, _ := clock.next(); return d.After(clock.Now()) })
+		due, _ := clock.next()
+		if due.After(start.Add(100 * time.Second)) {
+			break
+		}
+		if tok := mustToken(t, m); tok.Value != "tok1" {
+			t.Fatalf("token while renewal fails: %q", tok.Value)
+		}
+		n := f.count()
+		clock.AdvanceTo(due)
+		eventually(t, "retry", func() bool { return f.count() == n+1 })
+	}
+	if n := f.count(); n > 12 {
+		t.Fatalf("%d fetches in 30 s of outage", n)
+	}
+	clock.AdvanceTo(start.Add(100 * time.Second))
+	_, err := m.Token(context.Background())
+	if !errors.Is(err, ErrNoToken) {
+		t.Fatalf("after expiry: err = %v, want ErrNoToken", err)
+	}
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) || apiErr.Code != -1 {
+		t.Fatalf("error does not carry the WeChat errcode: %v", err)
+	}
+
+	f.set(sequential(100 * time.Second))
+	eventually(t, "retry scheduled", func() bool { d, _ := clock.next(); return d.After(clock.Now()) })
+	due, _ := clock.next()
+	clock.AdvanceTo(due)
+	eventually(t, "recovery", func() bool {
+		_, err := m.Token(context.Background())
+		return err == nil
+	})
+}
+
+func TestBadSecretBacksOffUpToMinutes(t *testing.T) {
+	clock := newFakeClock()
+	f := &fakeFetcher{answer: func(int, bool) (Fetched, error) {
+		return Fetched{}, &APIError{Code: 40125, Msg: "invalid appsecret"}
+	}}
+	m := startManager(t, Classic, f, clock, nil)
+	_, err := m.Token(context.Background())
+	if !errors.Is(err, ErrNoToken) || !strings.Contains(err.Error(), "invalid AppSecret") {
+		t.Fatalf("err = %v", err)
+	}
+	// An hour of a wrong secret costs a bounded number of calls.
+	end := clock.Now().Add(time.Hour)
+	for clock.Now().Before(end) {
+		n := f.count()
+		eventually(t, "retry scheduled", func() bool { d, _ := clock.next(); return d.After(clock.Now()) })
+		due, _ := clock.next()
+		clock.AdvanceTo(due)
+		eventually(t, "retry", func() bool { return f.count() == n+1 })
+	}
+	if n := f.count(); n > 30 {
+		t.Fatalf("%d fetches in an hour with a wrong secret", n)
+	}
+}
+
+func TestRefreshManyRejectionsOneFetch(t *testing.T) {
+	clock := newFakeClock()
+	f := &fakeFetcher{answer: sequential(7200 * time.Second)}
+	m := startManager(t, Classic, f, clock, nil)
+	old := mustToken(t, m)
+
+	gate := make(chan struct{})
+	f.mu.Lock()
+	f.gate = gate
+	f.mu.Unlock()
+	var wg sync.WaitGroup
+	results := make(chan string, 100)
+	for range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok, err := m.Refresh(context.Background(), old.Value)
+			if err != nil {
+				results <- "error: " + err.Error()
+				return
+			}
+			results <- tok.Value
+		}()
+	}
+	eventually(t, "refresh fetch", func() bool { return f.count() == 2 })
+	close(gate)
+	wg.Wait()
+	close(results)
+	for r := range results {
+		if r != "tok2" {
+			t.Fatalf("a caller got %q", r)
+		}
+	}
+	if n := f.count(); n != 2 {
+		t.Fatalf("%d fetches, want 2 (first + one refresh)", n)
+	}
+	// A late rejection of the old token fetches nothing more.
+	if tok, err := m.Refresh(context.Background(), old.Value); err != nil || tok.Value != "tok2" {
+		t.Fatalf("late refresh: %q, %v", tok.Value, err)
+	}
+	if n := f.count(); n != 2 {
+		t.Fatalf("late rejection fetched: %d fetches", n)
+	}
+}
+
+func TestRefreshRateLimited(t *testing.T) {
+	clock := newFakeClock()
+	f := &fakeFetcher{answer: sequential(7200 * time.Second)}
+	m := startManager(t, Classic, f, clock, func(o *Options) { o.MinRefreshInterval = 10 * time.Second })
+	tok := mustToken(t, m)
+	for i := range refreshBurst {
+		next, err := m.Refresh(context.Background(), tok.Value)
+		if err != nil {
+			t.Fatalf("refresh %d: %v", i, err)
+		}
+		tok = next
+	}
+	if _, err := m.Refresh(context.Background(), tok.Value); !errors.Is(err, ErrRefreshLimited) {
+		t.Fatalf("refresh beyond the burst: err = %v", err)
+	}
+	fetches := f.count()
+	clock.Advance(10 * time.Second)
+	if _, err := m.Refresh(context.Background(), tok.Value); err != nil {
+		t.Fatalf("refresh after the interval: %v", err)
+	}
+	if n := f.count(); n != fetches+1 {
+		t.Fatalf("fetches %d, want %d", n, fetches+1)
+	}
+}
+
+func TestStableRejectedTokenIsForceRefreshedWithinLimits(t *testing.T) {
+	clock := newFakeClock()
+	current := "stable1"
+	f := &fakeFetcher{}
+	f.set(func(n int, force bool) (Fetched, error) {
+		if force {
+			current = fmt.Sprintf("forced%d", n)
+		}
+		return Fetched{Value: current, ExpiresIn: 7200 * time.Second}, nil
+	})
+	m := startManager(t, Stable, f, clock, func(o *Options) { o.MinRefreshInterval = time.Second })
+	tok := mustToken(t, m)
+	next, err := m.Refresh(context.Background(), tok.Value)
+	if err != nil || next.Value == tok.Value {
+		t.Fatalf("refresh: %q, %v", next.Value, err)
+	}
+	if n := f.forced(); n != 1 {
+		t.Fatalf("%d force_refresh calls, want 1", n)
+	}
+	// WeChat allows force_refresh 30 s apart: a second one now is refused.
+	clock.Advance(2 * time.Second)
+	if _, err := m.Refresh(context.Background(), next.Value); err == nil || !strings.Contains(err.Error(), "force_refresh") {
+		t.Fatalf("second forced refresh within 30 s: err = %v", err)
+	}
+	if n := f.forced(); n != 1 {
+		t.Fatalf("%d force_refresh calls, want still 1", n)
+	}
+	clock.Advance(forceMinGap)
+	if _, err := m.Refresh(context.Background(), next.Value); err != nil {
+		t.Fatalf("forced refresh after 30 s: %v", err)
+	}
+	if n := f.forced(); n != 2 {
+		t.Fatalf("%d force_refresh calls, want 2", n)
+	}
+}
+
+func TestStopEndsLoopAndReleasesWaiters(t *testing.T) {
+	clock := newFakeClock()
+	f := &fakeFetcher{answer: sequential(time.Hour), gate: make(chan struct{})}
+	m, err := NewManager(Options{AppID: "wx", API: Classic, Fetcher: f, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error)
+	go func() {
+		_, err := m.Token(context.Background())
+		errc <- err
+	}()
+	eventually(t, "first fetch", func() bool { return f.count() == 1 })
+	m.Stop() // cancels the blocked fetch
+	if err := <-errc; !errors.Is(err, ErrNoToken) {
+		t.Fatalf("waiter got %v", err)
+	}
+	m.Stop() // idempotent
+}
+
+func TestReconfigureReschedules(t *testing.T) {
+	clock := newFakeClock()
+	f := &fakeFetcher{answer: sequential(7200 * time.Second)}
+	m := startManager(t, Classic, f, clock, nil)
+	start := clock.Now()
+	mustToken(t, m)
+	waitScheduled(t, clock, start.Add(7200*time.Second-DefaultRefreshAhead))
+	m.Reconfigure(10*time.Minute, 0)
+	waitScheduled(t, clock, start.Add(7200*time.Second-10*time.Minute))
+}
+
+func TestNewManagerRejectsBadOptions(t *testing.T) {
+	f := &fakeFetcher{answer: sequential(time.Hour)}
+	for name, opts := range map[string]Options{
+		"no app":   {API: Classic, Fetcher: f},
+		"bad api":  {AppID: "wx", API: "weird", Fetcher: f},
+		"no fetch": {AppID: "wx", API: Classic},
+		"negative": {AppID: "wx", API: Classic, Fetcher: f, RefreshAhead: -time.Second},
+	} {
+		if _, err := NewManager(opts); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
