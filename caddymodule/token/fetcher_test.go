@@ -1,0 +1,140 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-wechat/caddy-wechat/emulator"
+)
+
+const testSecret = "0123456789abcdef-very-secret"
+
+func emulatorServer(t *testing.T, cfg emulator.Config) (*emulator.Server, string) {
+	t.Helper()
+	if cfg.Apps == nil {
+		cfg.Apps = map[string]string{"wxapp": testSecret}
+	}
+	emu := emulator.New(cfg)
+	srv := httptest.NewServer(emu)
+	t.Cleanup(srv.Close)
+	t.Cleanup(emu.Close)
+	return emu, srv.URL
+}
+
+func TestHTTPFetcherBothAPIs(t *testing.T) {
+	emu, base := emulatorServer(t, emulator.Config{TokenLength: 512})
+	for _, api := range []API{Classic, Stable} {
+		f := &HTTPFetcher{API: api, BaseURL: base + "/", AppID: "wxapp", AppSecret: testSecret}
+		got, err := f.Fetch(context.Background(), false)
+		if err != nil {
+			t.Fatalf("%s: %v", api, err)
+		}
+		if len(got.Value) != 512 || got.ExpiresIn != 7200*time.Second {
+			t.Fatalf("%s: token of %d chars, expires in %s", api, len(got.Value), got.ExpiresIn)
+		}
+	}
+	f := &HTTPFetcher{API: Stable, BaseURL: base, AppID: "wxapp", AppSecret: testSecret}
+	if _, err := f.Fetch(context.Background(), true); err != nil {
+		t.Fatalf("forced: %v", err)
+	}
+	if st := emu.Stats(); st.ClassicIssued != 1 || st.StableIssued != 2 || st.ForcedIssued != 1 {
+		t.Fatalf("emulator saw %+v", st)
+	}
+}
+
+func TestHTTPFetcherErrorsNameTheCauseNotTheSecret(t *testing.T) {
+	emu, base := emulatorServer(t, emulator.Config{})
+	wrong := &HTTPFetcher{API: Classic, BaseURL: base, AppID: "wxapp", AppSecret: "wrong-secret-value"}
+	_, err := wrong.Fetch(context.Background(), false)
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) || apiErr.Code != 40125 {
+		t.Fatalf("wrong secret: %v", err)
+	}
+	if strings.Contains(err.Error(), "wrong-secret-value") || !strings.Contains(err.Error(), "invalid AppSecret") {
+		t.Fatalf("error text: %v", err)
+	}
+
+	emu.SetFaults(emulator.Faults{TokenEndpoint: emulator.FaultIPWhitelist})
+	f := &HTTPFetcher{API: Stable, BaseURL: base, AppID: "wxapp", AppSecret: testSecret}
+	if _, err := f.Fetch(context.Background(), false); err == nil || !strings.Contains(err.Error(), "WeChat saw the IP 127.0.0.1") {
+		t.Fatalf("whitelist error does not name the IP: %v", err)
+	}
+
+	for fault, want := range map[string]string{
+		emulator.FaultHTTP503: "HTTP 503",
+		emulator.FaultGarbage: "not a JSON object",
+	} {
+		emu.SetFaults(emulator.Faults{TokenEndpoint: fault})
+		if _, err := f.Fetch(context.Background(), false); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: %v", fault, err)
+		}
+	}
+
+	emu.SetFaults(emulator.Faults{TokenEndpoint: emulator.FaultHang})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := f.Fetch(ctx, false); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("hang: %v", err)
+	}
+}
+
+// A transport error's *url.Error would print the classic URL, secret and
+// all; the fetcher must strip it.
+func TestHTTPFetcherTransportErrorHidesSecret(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	f := &HTTPFetcher{API: Classic, BaseURL: "http://" + addr, AppID: "wxapp", AppSecret: testSecret, Client: &http.Client{}}
+	_, err = f.Fetch(context.Background(), false)
+	if err == nil {
+		t.Fatal("no error from a closed port")
+	}
+	if strings.Contains(err.Error(), testSecret) || strings.Contains(err.Error(), "secret=") {
+		t.Fatalf("error reveals the secret: %v", err)
+	}
+}
+
+func TestParseAnswer(t *testing.T) {
+	for name, c := range map[string]struct {
+		status int
+		body   string
+		want   string // substring of the error, or "" for success
+	}{
+		"ok":              {200, `{"access_token":"abc","expires_in":7200}`, ""},
+		"plain text type": {200, ` {"access_token":"abc","expires_in":60}`, ""},
+		"empty":           {200, ``, "not a JSON object"},
+		"html":            {502, `<html>bad gateway</html>`, "HTTP 502"},
+		"errcode":         {200, `{"errcode":45009,"errmsg":"reach max api daily quota limit rid: 1"}`, "daily API quota"},
+		"no token":        {200, `{"expires_in":7200}`, "no access_token"},
+		"zero expiry":     {200, `{"access_token":"abc","expires_in":0}`, "not a positive"},
+		"negative":        {200, `{"access_token":"abc","expires_in":-5}`, "not a positive"},
+		"missing expiry":  {200, `{"access_token":"abc"}`, "no numeric expires_in"},
+		"truncated":       {200, `{"access_token":"abc","expi`, "not a JSON object"},
+		"echoed secret":   {200, `{"errcode":40125,"errmsg":"bad ` + testSecret + `"}`, "[app_secret]"},
+	} {
+		got, err := parseAnswer(c.status, []byte(c.body), testSecret)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v", name, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: error %v, want it to mention %q", name, err, c.want)
+		case err != nil && strings.Contains(err.Error(), testSecret):
+			t.Errorf("%s: error reveals the secret", name)
+		case c.want == "" && got.Value != "abc":
+			t.Errorf("%s: token %q", name, got.Value)
+		}
+	}
+	huge, err := parseAnswer(200, []byte(`{"access_token":"abc","expires_in":1e12}`), "")
+	if err != nil || huge.ExpiresIn != MaxLifetime {
+		t.Fatalf("absurd expires_in: %v, %v", huge.ExpiresIn, err)
+	}
+}

@@ -1,0 +1,75 @@
+// Command wechat-emulator serves the WeChat API emulator (package emulator)
+// for demos and for CI of services that call WeChat. It listens on loopback
+// by default and must never be exposed: it is a test double.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/caddy-wechat/caddy-wechat/emulator"
+)
+
+// DemoAppID and DemoAppSecret are the credentials the emulator accepts when
+// no -app is given; the demo Caddyfile uses them.
+const (
+	DemoAppID     = "wxd000000000000001"
+	DemoAppSecret = "demo_app_secret_0123456789abcdef"
+)
+
+type appFlags map[string]string
+
+func (a appFlags) String() string { return fmt.Sprint(len(a), " apps") }
+
+func (a appFlags) Set(v string) error {
+	id, secret, ok := strings.Cut(v, ":")
+	if !ok || id == "" || secret == "" {
+		return errors.New("want APPID:SECRET")
+	}
+	a[id] = secret
+	return nil
+}
+
+func main() {
+	apps := appFlags{}
+	var cfg emulator.Config
+	listen := flag.String("listen", "127.0.0.1:9801", "address to listen on")
+	flag.Var(apps, "app", "an app the emulator knows, as APPID:SECRET (repeatable; default the demo app "+DemoAppID+")")
+	flag.DurationVar(&cfg.TokenTTL, "ttl", 7200*time.Second, "token lifetime (WeChat: 2h)")
+	flag.DurationVar(&cfg.Overlap, "overlap", 5*time.Minute, "how long a classic token works after the next is issued")
+	flag.DurationVar(&cfg.StableWindow, "stable-window", 5*time.Minute, "last part of a stable token's life in which stable_token hands out the next")
+	flag.IntVar(&cfg.TokenLength, "token-length", 136, "length of issued tokens")
+	flag.IntVar(&cfg.ClassicDailyQuota, "classic-quota", 2000, "calls to /cgi-bin/token per app before 45009")
+	flag.DurationVar(&cfg.ForceMinInterval, "force-interval", 30*time.Second, "minimum gap between force_refresh calls")
+	flag.IntVar(&cfg.ForceDailyQuota, "force-quota", 20, "force_refresh calls per app per day")
+	flag.Parse()
+	if len(apps) == 0 {
+		apps[DemoAppID] = DemoAppSecret
+	}
+	cfg.Apps = apps
+
+	emu := emulator.New(cfg)
+	srv := &http.Server{Addr: *listen, Handler: emu, ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		emu.Close()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	log.Printf("WeChat API emulator on http://%s (%d apps, token TTL %s); control: /_emulator/stats, /_emulator/faults, /_emulator/revoke", *listen, len(apps), cfg.TokenTTL)
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Fatal(err)
+	}
+}

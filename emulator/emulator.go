@@ -1,0 +1,621 @@
+// Package emulator is a stand-in for WeChat's server API (api.weixin.qq.com)
+// for tests, demos and CI: both token endpoints with WeChat's rules for
+// issuing and invalidating tokens, token checks on every other call, JSON and
+// binary endpoints, WeChat's unreliable content types, and fault modes. All
+// of WeChat's durations are options, so hours of token life fit in seconds.
+//
+// It is a test double: it never holds real credentials and must not be
+// exposed beyond the machine it runs on.
+package emulator
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config describes the emulated WeChat. Zero values take WeChat's own.
+type Config struct {
+	// Apps maps each AppID to its AppSecret.
+	Apps map[string]string
+	// TokenTTL is the lifetime of a new token (WeChat: 7200 s). Rounded
+	// down to whole seconds in expires_in, as WeChat does.
+	TokenTTL time.Duration
+	// Overlap is how long a classic token stays valid after the next one
+	// is issued (WeChat: about 5 minutes).
+	Overlap time.Duration
+	// StableWindow is the end part of a stable token's life during which
+	// stable_token hands out the next token (WeChat: 5 minutes).
+	StableWindow time.Duration
+	// TokenLength is the length of issued tokens (WeChat: about 136 now,
+	// up to 512 announced).
+	TokenLength int
+	// ClassicDailyQuota is how many /cgi-bin/token calls an app may make
+	// before 45009 (WeChat: 2000).
+	ClassicDailyQuota int
+	// ForceMinInterval and ForceDailyQuota limit force_refresh (WeChat: 30 s
+	// apart, 20 a day).
+	ForceMinInterval time.Duration
+	ForceDailyQuota  int
+	// Now is the time source (time.Now by default).
+	Now func() time.Time
+}
+
+// Fault modes of the token endpoints, for Faults.TokenEndpoint.
+const (
+	FaultNone        = ""
+	FaultBusy        = "busy"         // errcode -1, system busy
+	FaultHTTP503     = "http_503"     // HTTP 503 with an HTML page
+	FaultGarbage     = "garbage"      // HTTP 200, not JSON
+	FaultHang        = "hang"         // never answers (until the client gives up)
+	FaultIPWhitelist = "ip_whitelist" // errcode 40164 naming the caller's IP
+)
+
+// Faults switch on misbehaviour.
+type Faults struct {
+	// TokenEndpoint makes both token endpoints fail this way.
+	TokenEndpoint string `json:"token_endpoint,omitempty"`
+	// RejectAll makes every API call answer 40001, whatever its token.
+	RejectAll bool `json:"reject_all,omitempty"`
+}
+
+// Stats counts what the emulator saw. Tests assert on these.
+type Stats struct {
+	TokenCalls    int            `json:"token_calls"`        // calls to /cgi-bin/token
+	StableCalls   int            `json:"stable_token_calls"` // calls to /cgi-bin/stable_token
+	ClassicIssued int            `json:"classic_issued"`     // new classic tokens
+	StableIssued  int            `json:"stable_issued"`      // new stable tokens, forced ones included
+	ForcedIssued  int            `json:"forced_issued"`      // new stable tokens from force_refresh
+	IssuedByApp   map[string]int `json:"issued_by_app"`      // new tokens, both APIs
+	APICalls      int            `json:"api_calls"`          // calls to anything else
+	APIRejected   map[int]int    `json:"api_rejected"`       // API calls refused, by errcode
+	APIOK         int            `json:"api_ok"`             // API calls answered with success
+}
+
+// Issued is the total of new tokens handed out.
+func (s Stats) Issued() int { return s.ClassicIssued + s.StableIssued }
+
+type token struct {
+	value    string
+	appID    string
+	family   string // "classic" or "stable"
+	expires  time.Time
+	revoked  time.Time // zero unless invalidated before expiry
+	issuedAt time.Time
+}
+
+// deadline is when the token stops working and whether that is expiry.
+func (t *token) deadline() (time.Time, bool) {
+	if !t.revoked.IsZero() && t.revoked.Before(t.expires) {
+		return t.revoked, false
+	}
+	return t.expires, true
+}
+
+type app struct {
+	secret        string
+	classic       *token
+	stable        *token
+	classicCalls  int
+	forced        []time.Time
+	issuedClassic int
+}
+
+// Server is the emulator; it is an http.Handler.
+type Server struct {
+	cfg  Config
+	mu   sync.Mutex
+	apps map[string]*app
+	// tokens holds every token ever issued, by value.
+	tokens map[string]*token
+	faults Faults
+	stats  Stats
+	closed chan struct{}
+	once   sync.Once
+}
+
+// New returns an emulator for cfg.
+func New(cfg Config) *Server {
+	if cfg.TokenTTL <= 0 {
+		cfg.TokenTTL = 7200 * time.Second
+	}
+	if cfg.Overlap <= 0 {
+		cfg.Overlap = 5 * time.Minute
+	}
+	if cfg.StableWindow <= 0 {
+		cfg.StableWindow = 5 * time.Minute
+	}
+	if cfg.TokenLength <= 0 {
+		cfg.TokenLength = 136
+	}
+	if cfg.ClassicDailyQuota <= 0 {
+		cfg.ClassicDailyQuota = 2000
+	}
+	if cfg.ForceMinInterval <= 0 {
+		cfg.ForceMinInterval = 30 * time.Second
+	}
+	if cfg.ForceDailyQuota <= 0 {
+		cfg.ForceDailyQuota = 20
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, apps: map[string]*app{}, tokens: map[string]*token{}, closed: make(chan struct{})}
+	for id, secret := range cfg.Apps {
+		s.apps[id] = &app{secret: secret}
+	}
+	s.stats = newStats()
+	return s
+}
+
+func newStats() Stats {
+	return Stats{IssuedByApp: map[string]int{}, APIRejected: map[int]int{}}
+}
+
+// Close releases requests held by the "hang" fault.
+func (s *Server) Close() { s.once.Do(func() { close(s.closed) }) }
+
+// Stats returns a copy of the counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.stats
+	c.IssuedByApp = map[string]int{}
+	for k, v := range s.stats.IssuedByApp {
+		c.IssuedByApp[k] = v
+	}
+	c.APIRejected = map[int]int{}
+	for k, v := range s.stats.APIRejected {
+		c.APIRejected[k] = v
+	}
+	return c
+}
+
+// ResetStats zeroes the counters and the daily quotas.
+func (s *Server) ResetStats() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats = newStats()
+	for _, a := range s.apps {
+		a.classicCalls = 0
+		a.forced = nil
+	}
+}
+
+// SetFaults replaces the active fault modes.
+func (s *Server) SetFaults(f Faults) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = f
+}
+
+// Revoke invalidates every token of appID at once, as resetting the
+// AppSecret or another system's force_refresh would.
+func (s *Server) Revoke(appID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.Now()
+	for _, t := range s.tokens {
+		if t.appID == appID && t.revoked.IsZero() {
+			t.revoked = now
+		}
+	}
+}
+
+// IssuedTokens lists every token ever issued, so tests can check that none
+// leaks into logs.
+func (s *Server) IssuedTokens() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.tokens))
+	for v := range s.tokens {
+		out = append(out, v)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ServeHTTP routes to the token endpoints, the control endpoints under
+// /_emulator/, or the emulated API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path == "/cgi-bin/token":
+		s.serveClassic(w, r)
+	case r.URL.Path == "/cgi-bin/stable_token":
+		s.serveStable(w, r)
+	case strings.HasPrefix(r.URL.Path, "/_emulator/"):
+		s.serveControl(w, r)
+	default:
+		s.serveAPI(w, r)
+	}
+}
+
+const jsonType = "application/json; encoding=utf-8"
+
+func writeJSON(w http.ResponseWriter, contentType string, v any) {
+	body, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	_, _ = w.Write(body)
+}
+
+// wxError answers like WeChat: HTTP 200, errcode and errmsg with a rid.
+func wxError(w http.ResponseWriter, contentType string, code int, msg string) {
+	writeJSON(w, contentType, map[string]any{"errcode": code, "errmsg": msg + " rid: " + randomHex(12)})
+}
+
+// tokenFault answers per the active fault mode; it reports whether it did.
+func (s *Server) tokenFault(w http.ResponseWriter, r *http.Request, fault string) bool {
+	switch fault {
+	case FaultBusy:
+		wxError(w, jsonType, -1, "system error")
+	case FaultHTTP503:
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>")
+	case FaultGarbage:
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "\x00\x01 this is not json")
+	case FaultHang:
+		select {
+		case <-r.Context().Done():
+		case <-s.closed:
+		}
+	case FaultIPWhitelist:
+		ip, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			ip = r.RemoteAddr
+		}
+		wxError(w, jsonType, 40164, fmt.Sprintf("invalid ip %s ipv6 ::ffff:%s, not in whitelist", ip, ip))
+	default:
+		return false
+	}
+	return true
+}
+
+func (s *Server) serveClassic(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.stats.TokenCalls++
+	fault := s.faults.TokenEndpoint
+	s.mu.Unlock()
+	if s.tokenFault(w, r, fault) {
+		return
+	}
+	if r.Method != http.MethodGet {
+		wxError(w, jsonType, 43001, "require GET method")
+		return
+	}
+	q := r.URL.Query()
+	if q.Get("grant_type") != "client_credential" {
+		wxError(w, jsonType, 40002, "invalid grant_type")
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, code, msg := s.authenticate(q.Get("appid"), q.Get("secret"))
+	if a == nil {
+		wxError(w, jsonType, code, msg)
+		return
+	}
+	if a.classicCalls >= s.cfg.ClassicDailyQuota {
+		wxError(w, jsonType, 45009, "reach max api daily quota limit")
+		return
+	}
+	a.classicCalls++
+	now := s.cfg.Now()
+	if prev := a.classic; prev != nil {
+		// The previous token keeps working for the overlap, no longer.
+		if end := now.Add(s.cfg.Overlap); prev.revoked.IsZero() || end.Before(prev.revoked) {
+			prev.revoked = end
+		}
+	}
+	t := s.issue(q.Get("appid"), "classic", now)
+	a.classic = t
+	s.stats.ClassicIssued++
+	writeJSON(w, jsonType, map[string]any{"access_token": t.value, "expires_in": s.expiresIn(t, now)})
+}
+
+func (s *Server) serveStable(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.stats.StableCalls++
+	fault := s.faults.TokenEndpoint
+	s.mu.Unlock()
+	if s.tokenFault(w, r, fault) {
+		return
+	}
+	if r.Method != http.MethodPost {
+		wxError(w, jsonType, 43002, "require POST method")
+		return
+	}
+	var req struct {
+		GrantType    string `json:"grant_type"`
+		AppID        string `json:"appid"`
+		Secret       string `json:"secret"`
+		ForceRefresh bool   `json:"force_refresh"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
+		wxError(w, jsonType, 47001, "data format error")
+		return
+	}
+	if req.GrantType != "client_credential" {
+		wxError(w, jsonType, 40002, "invalid grant_type")
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, code, msg := s.authenticate(req.AppID, req.Secret)
+	if a == nil {
+		wxError(w, jsonType, code, msg)
+		return
+	}
+	now := s.cfg.Now()
+	cur := a.stable
+	if req.ForceRefresh {
+		recent := a.forced[:0]
+		for _, t := range a.forced {
+			if now.Sub(t) < 24*time.Hour {
+				recent = append(recent, t)
+			}
+		}
+		a.forced = recent
+		if n := len(recent); n > 0 && now.Sub(recent[n-1]) < s.cfg.ForceMinInterval {
+			wxError(w, jsonType, 45011, "api minute-quota reach limit mustslower retry next minute")
+			return
+		}
+		if len(recent) >= s.cfg.ForceDailyQuota {
+			wxError(w, jsonType, 45009, "reach max api daily quota limit")
+			return
+		}
+		a.forced = append(a.forced, now)
+		if cur != nil && cur.revoked.IsZero() {
+			cur.revoked = now // force_refresh ends the previous token at once
+		}
+		cur = nil
+		s.stats.ForcedIssued++
+	}
+	if cur != nil {
+		end, _ := cur.deadline()
+		if end.Sub(now) > s.cfg.StableWindow {
+			writeJSON(w, jsonType, map[string]any{"access_token": cur.value, "expires_in": s.expiresIn(cur, now)})
+			return
+		}
+	}
+	// No token yet, or in its last minutes: hand out the next one. The
+	// previous one lives on until its own expiry.
+	t := s.issue(req.AppID, "stable", now)
+	a.stable = t
+	s.stats.StableIssued++
+	writeJSON(w, jsonType, map[string]any{"access_token": t.value, "expires_in": s.expiresIn(t, now)})
+}
+
+// authenticate checks credentials in WeChat's order; s.mu must be held.
+func (s *Server) authenticate(appID, secret string) (*app, int, string) {
+	if appID == "" {
+		return nil, 41002, "appid missing"
+	}
+	a := s.apps[appID]
+	if a == nil {
+		return nil, 40013, "invalid appid"
+	}
+	if secret == "" {
+		return nil, 41004, "appsecret missing"
+	}
+	if secret != a.secret {
+		return nil, 40125, "invalid appsecret"
+	}
+	return a, 0, ""
+}
+
+// issue makes a new token; s.mu must be held.
+func (s *Server) issue(appID, family string, now time.Time) *token {
+	t := &token{value: newTokenValue(s.cfg.TokenLength), appID: appID, family: family, expires: now.Add(s.cfg.TokenTTL), issuedAt: now}
+	s.tokens[t.value] = t
+	s.stats.IssuedByApp[appID]++
+	return t
+}
+
+func (s *Server) expiresIn(t *token, now time.Time) int {
+	end, _ := t.deadline()
+	return int(math.Floor(end.Sub(now).Seconds()))
+}
+
+// tokenAlphabet is what WeChat tokens are made of.
+const tokenAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+
+func newTokenValue(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = tokenAlphabet[int(b[i])%len(tokenAlphabet)]
+	}
+	// WeChat tokens start with a numeric generation prefix.
+	if n > 4 {
+		copy(b, "93_")
+	}
+	return string(b)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, (n+1)/2)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)[:n]
+}
+
+// checkToken validates the access_token of an API call; s.mu must be held.
+// It returns 0 or the errcode WeChat would answer.
+func (s *Server) checkToken(q url.Values) (int, string) {
+	values := q["access_token"]
+	if len(values) == 0 || values[0] == "" {
+		return 41001, "access_token missing"
+	}
+	if s.faults.RejectAll {
+		return 40001, "invalid credential, access_token is invalid or not latest"
+	}
+	t := s.tokens[values[0]]
+	if t == nil {
+		return 40001, "invalid credential, access_token is invalid or not latest"
+	}
+	end, expiry := t.deadline()
+	if !s.cfg.Now().Before(end) {
+		if expiry {
+			return 42001, "access_token expired"
+		}
+		return 40001, "invalid credential, access_token is invalid or not latest"
+	}
+	return 0, ""
+}
+
+func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
+	// Endpoints that answer binary on success answer errors as text/plain.
+	binary := r.URL.Path == "/cgi-bin/media/get" || strings.HasPrefix(r.URL.Path, "/wxa/getwxacode")
+	errType := jsonType
+	if binary {
+		errType = "text/plain"
+	}
+	q := r.URL.Query()
+	s.mu.Lock()
+	s.stats.APICalls++
+	code, msg := s.checkToken(q)
+	if code != 0 {
+		s.stats.APIRejected[code]++
+	} else {
+		s.stats.APIOK++
+	}
+	s.mu.Unlock()
+	if code != 0 {
+		wxError(w, errType, code, msg)
+		return
+	}
+	switch {
+	case r.URL.Path == "/cgi-bin/media/get":
+		s.serveMedia(w, q.Get("media_id"))
+	case strings.HasPrefix(r.URL.Path, "/wxa/getwxacode"):
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "image/jpeg")
+		_, _ = w.Write(fakeJPEG)
+	default:
+		s.serveEcho(w, r)
+	}
+}
+
+// fakeJPEG is a small body that starts like a JPEG file.
+var fakeJPEG = append([]byte{0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, 'J', 'F', 'I', 'F', 0x00}, make([]byte, 1024)...)
+
+// serveMedia streams media_id "bytes-N" as N bytes of a repeating pattern,
+// so that large downloads cost the emulator no memory.
+func (s *Server) serveMedia(w http.ResponseWriter, mediaID string) {
+	n, err := strconv.ParseInt(strings.TrimPrefix(mediaID, "bytes-"), 10, 64)
+	if !strings.HasPrefix(mediaID, "bytes-") || err != nil || n < 0 {
+		wxError(w, "text/plain", 40007, "invalid media_id")
+		return
+	}
+	w.Header().Set("Content-Type", "image/jpeg")
+	w.Header().Set("Content-Disposition", `attachment; filename="`+mediaID+`.jpg"`)
+	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+	_, _ = io.Copy(w, io.LimitReader(MediaPattern(), n))
+}
+
+// MediaPattern returns the endless byte pattern served by
+// /cgi-bin/media/get: byte i is i mod 251.
+func MediaPattern() io.Reader { return &patternReader{} }
+
+type patternReader struct{ i int }
+
+func (p *patternReader) Read(b []byte) (int, error) {
+	for k := range b {
+		b[k] = byte(p.i % 251)
+		p.i++
+	}
+	return len(b), nil
+}
+
+// Echo is the success answer of any API path the emulator does not model:
+// what it received, for tests to compare with what the client sent.
+type Echo struct {
+	Errcode      int    `json:"errcode"`
+	Errmsg       string `json:"errmsg"`
+	Method       string `json:"method"`
+	Path         string `json:"path"`
+	Query        string `json:"query"` // the raw query minus access_token
+	TokenParams  int    `json:"access_token_params"`
+	ContentType  string `json:"content_type"`
+	BodyBytes    int    `json:"body_bytes"`
+	BodySHA256   string `json:"body_sha256"`
+	ChunkedInput bool   `json:"chunked"`
+}
+
+func (s *Server) serveEcho(w http.ResponseWriter, r *http.Request) {
+	h := sha256.New()
+	n, err := io.Copy(h, r.Body)
+	if err != nil {
+		wxError(w, jsonType, 47001, "data format error: "+err.Error())
+		return
+	}
+	var kept []string
+	params := 0
+	for _, part := range strings.Split(r.URL.RawQuery, "&") {
+		if key, _, _ := strings.Cut(part, "="); key == "access_token" {
+			params++
+			continue
+		}
+		if part != "" {
+			kept = append(kept, part)
+		}
+	}
+	writeJSON(w, jsonType, Echo{
+		Errmsg: "ok", Method: r.Method, Path: r.URL.Path, Query: strings.Join(kept, "&"),
+		TokenParams: params, ContentType: r.Header.Get("Content-Type"),
+		BodyBytes: int(n), BodySHA256: hex.EncodeToString(h.Sum(nil)),
+		ChunkedInput: slices.Contains(r.TransferEncoding, "chunked"),
+	})
+}
+
+func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/_emulator/stats":
+		writeJSON(w, "application/json", s.Stats())
+	case "/_emulator/reset":
+		if r.Method != http.MethodPost {
+			http.Error(w, "POST only", http.StatusMethodNotAllowed)
+			return
+		}
+		s.ResetStats()
+		writeJSON(w, "application/json", map[string]bool{"ok": true})
+	case "/_emulator/revoke":
+		if r.Method != http.MethodPost {
+			http.Error(w, "POST only", http.StatusMethodNotAllowed)
+			return
+		}
+		s.Revoke(r.URL.Query().Get("appid"))
+		writeJSON(w, "application/json", map[string]bool{"ok": true})
+	case "/_emulator/faults":
+		if r.Method == http.MethodPost {
+			var f Faults
+			if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&f); err != nil {
+				http.Error(w, "faults: "+err.Error(), http.StatusBadRequest)
+				return
+			}
+			s.SetFaults(f)
+		}
+		s.mu.Lock()
+		f := s.faults
+		s.mu.Unlock()
+		writeJSON(w, "application/json", f)
+	case "/_emulator/tokens":
+		writeJSON(w, "application/json", map[string][]string{"tokens": s.IssuedTokens()})
+	default:
+		http.NotFound(w, r)
+	}
+}
