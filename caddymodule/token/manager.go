@@ -77,8 +77,8 @@ type Manager struct {
 	api     API
 	fetcher Fetcher
 	timeout time.Duration
-	log     *zap.Logger
 	clock   Clock
+	logger  atomic.Pointer[zap.Logger]
 
 	current atomic.Pointer[Token]
 	flights singleflight.Group
@@ -122,7 +122,6 @@ func NewManager(opts Options) (*Manager, error) {
 		api:          opts.API,
 		fetcher:      opts.Fetcher,
 		timeout:      opts.FetchTimeout,
-		log:          opts.Logger,
 		clock:        opts.Clock,
 		refreshAhead: opts.RefreshAhead,
 		limiter:      rate.NewLimiter(rate.Every(opts.MinRefreshInterval), refreshBurst),
@@ -132,6 +131,7 @@ func NewManager(opts Options) (*Manager, error) {
 		cancel:       cancel,
 		done:         make(chan struct{}),
 	}
+	m.logger.Store(opts.Logger)
 	go m.run()
 	return m, nil
 }
@@ -155,11 +155,20 @@ func withDefaults(opts Options) Options {
 	return opts
 }
 
-// Reconfigure applies new tunables to a running manager, as after a Caddy
-// config reload that kept the app but changed its timing. Zero values mean
-// the defaults.
-func (m *Manager) Reconfigure(refreshAhead, minRefreshInterval time.Duration) {
-	o := withDefaults(Options{RefreshAhead: refreshAhead, MinRefreshInterval: minRefreshInterval})
+// Tunables are the settings a running Manager takes from a newer config.
+// Zero values mean the defaults.
+type Tunables struct {
+	RefreshAhead       time.Duration
+	MinRefreshInterval time.Duration
+	Logger             *zap.Logger
+}
+
+// Reconfigure applies t to a running manager, as after a Caddy config reload
+// that kept the app: the manager outlives the config that created it, so it
+// must log through the newest config's logger and follow its timing.
+func (m *Manager) Reconfigure(t Tunables) {
+	o := withDefaults(Options{RefreshAhead: t.RefreshAhead, MinRefreshInterval: t.MinRefreshInterval, Logger: t.Logger})
+	m.logger.Store(o.Logger)
 	m.mu.Lock()
 	m.refreshAhead = o.RefreshAhead
 	m.limiter.SetLimitAt(m.clock.Now(), rate.Every(o.MinRefreshInterval))
@@ -255,7 +264,7 @@ func (m *Manager) replaceRejected(rejected string) (Token, error) {
 	allowed := m.limiter.AllowN(now, 1)
 	m.mu.Unlock()
 	if !allowed {
-		m.log.Warn("access_token rejected by WeChat, but refresh rate limit reached; passing the error on",
+		m.log().Warn("access_token rejected by WeChat, but refresh rate limit reached; passing the error on",
 			zap.Duration("min_refresh_interval", m.minRefreshInterval()))
 		return Token{}, fmt.Errorf("refresh token for %s: %w", m.appID, ErrRefreshLimited)
 	}
@@ -266,7 +275,7 @@ func (m *Manager) replaceRejected(rejected string) (Token, error) {
 	// stable_token answers the same token until its last minutes; only a
 	// force_refresh replaces one that WeChat no longer accepts.
 	if err := m.reserveForce(now); err != nil {
-		m.log.Warn("stable_token answered the rejected token again and force_refresh is not allowed now", zap.Error(err))
+		m.log().Warn("stable_token answered the rejected token again and force_refresh is not allowed now", zap.Error(err))
 		return tok, err
 	}
 	return m.fetch(true, "rejected, forced")
@@ -352,7 +361,7 @@ func (m *Manager) fetch(force bool, reason string) (Token, error) {
 		} else {
 			fields = append(fields, zap.Bool("requests_failing", true))
 		}
-		m.log.Error("access_token fetch failed", fields...)
+		m.log().Error("access_token fetch failed", fields...)
 		return Token{}, err
 	}
 	tok := &Token{Value: fetched.Value, FetchedAt: start, ExpiresAt: start.Add(fetched.ExpiresIn)}
@@ -365,15 +374,17 @@ func (m *Manager) fetch(force bool, reason string) (Token, error) {
 	m.lastErr = nil
 	m.mu.Unlock()
 	if unchanged {
-		m.log.Debug("token endpoint answered the current token",
+		m.log().Debug("token endpoint answered the current token",
 			zap.String("reason", reason), zap.Duration("expires_in", fetched.ExpiresIn))
 	} else {
-		m.log.Info("access_token obtained",
+		m.log().Info("access_token obtained",
 			zap.String("reason", reason), zap.Bool("force_refresh", force), zap.Duration("expires_in", fetched.ExpiresIn))
 		m.poke()
 	}
 	return *tok, nil
 }
+
+func (m *Manager) log() *zap.Logger { return m.logger.Load() }
 
 // poke makes the renewal loop recompute its schedule.
 func (m *Manager) poke() {
@@ -391,7 +402,7 @@ func (m *Manager) run() {
 	for {
 		delay := m.nextDelay(failures, unchanged)
 		if delay > 0 {
-			m.log.Debug("next token renewal scheduled", zap.Duration("in", delay))
+			m.log().Debug("next token renewal scheduled", zap.Duration("in", delay))
 			select {
 			case <-m.ctx.Done():
 				return

@@ -399,7 +399,7 @@ func TestReconfigureReschedules(t *testing.T) {
 	start := clock.Now()
 	mustToken(t, m)
 	waitScheduled(t, clock, start.Add(7200*time.Second-DefaultRefreshAhead))
-	m.Reconfigure(10*time.Minute, 0)
+	m.Reconfigure(Tunables{RefreshAhead: 10 * time.Minute})
 	waitScheduled(t, clock, start.Add(7200*time.Second-10*time.Minute))
 }
 

@@ -1,0 +1,137 @@
+package caddymodule
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("wechat_token", parseCaddyfile)
+	// The token must be in place before reverse_proxy sends the request.
+	httpcaddyfile.RegisterDirectiveOrder("wechat_token", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var handler Handler
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return &handler, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	wechat_token {
+//		app_id               <appid>
+//		app_secret           <secret>
+//		token_api            stable|classic
+//		api_base             <url>
+//		refresh_ahead        <duration>
+//		retry_on             <errcode...>
+//		max_replay_body      <size>
+//		fetch_timeout        <duration>
+//		min_refresh_interval <duration>
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.Errf("wechat_token takes no arguments on its line; configure it in a block")
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		option := d.Val()
+		if seen[option] {
+			return d.Errf("%s: given more than once", option)
+		}
+		seen[option] = true
+		switch option {
+		case "app_id":
+			if err := singleArg(d, &h.AppID); err != nil {
+				return err
+			}
+		case "app_secret":
+			if err := singleArg(d, &h.AppSecret); err != nil {
+				return err
+			}
+		case "token_api":
+			if err := singleArg(d, &h.TokenAPI); err != nil {
+				return err
+			}
+		case "api_base":
+			if err := singleArg(d, &h.APIBase); err != nil {
+				return err
+			}
+		case "refresh_ahead":
+			if err := durationArg(d, &h.RefreshAhead); err != nil {
+				return err
+			}
+		case "fetch_timeout":
+			if err := durationArg(d, &h.FetchTimeout); err != nil {
+				return err
+			}
+		case "min_refresh_interval":
+			if err := durationArg(d, &h.MinRefreshInterval); err != nil {
+				return err
+			}
+		case "retry_on":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Errf("retry_on: at least one errcode is required")
+			}
+			for _, arg := range args {
+				code, err := strconv.ParseInt(arg, 10, 64)
+				if err != nil {
+					return d.Errf("retry_on: %q is not a numeric errcode", arg)
+				}
+				h.RetryOn = append(h.RetryOn, code)
+			}
+		case "max_replay_body":
+			var size string
+			if err := singleArg(d, &size); err != nil {
+				return err
+			}
+			n, err := humanize.ParseBytes(size)
+			if err != nil || n > 1<<40 {
+				return d.Errf("max_replay_body: %q is not a size (like 16MiB)", size)
+			}
+			h.MaxReplayBody = int64(n)
+		default:
+			return d.Errf("unrecognized wechat_token option %q", option)
+		}
+	}
+	return nil
+}
+
+func singleArg(d *caddyfile.Dispenser, dst *string) error {
+	option := d.Val()
+	if !d.NextArg() {
+		return d.Errf("%s: a value is required", option)
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.Errf("%s: takes one value, got more", option)
+	}
+	return nil
+}
+
+func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	var s string
+	if err := singleArg(d, &s); err != nil {
+		return err
+	}
+	v, err := caddy.ParseDuration(s)
+	if err != nil {
+		return d.Errf("%s: %q is not a duration (like 5m or 30s)", d.Val(), s)
+	}
+	if v < 0 {
+		return d.Errf("%s: must not be negative (got %s)", d.Val(), s)
+	}
+	*dst = caddy.Duration(v)
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,355 @@
+// Package caddymodule registers the wechat_token HTTP handler: it holds
+// WeChat access_tokens and adds the current one to every request passing to
+// reverse_proxy, renewing it before expiry and when WeChat rejects it.
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/wxhttp"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults of the handler's options.
+const (
+	DefaultAPIBase       = "https://api.weixin.qq.com"
+	DefaultMaxReplayBody = 16 << 20
+	// inspectLimit is the largest response body held back to read its
+	// errcode. WeChat's errors are far smaller; larger bodies stream.
+	inspectLimit = 64 << 10
+)
+
+// DefaultRetryOn are the errcodes meaning "this token was rejected":
+// 40001 (invalid or not the latest) and 42001 (expired).
+var DefaultRetryOn = []int64{40001, 42001}
+
+// Handler adds the app's current access_token to every request, replacing
+// any the client sent, and retries once with a renewed token when WeChat
+// rejects the one it used. It belongs before reverse_proxy, which the
+// Caddyfile directive arranges by itself.
+type Handler struct {
+	// The AppID of the Official Account or Mini Program. Placeholders such
+	// as {env.WECHAT_APP_ID} are expanded.
+	AppID string `json:"app_id"`
+
+	// The AppSecret. Give it as a placeholder, {env.WECHAT_APP_SECRET} or
+	// {file./run/secrets/wechat}: a literal value is visible to anyone who
+	// can read Caddy's config through its admin API.
+	AppSecret string `json:"app_secret"`
+
+	// Which token endpoint to use: "stable" (default, POST
+	// /cgi-bin/stable_token: the same token for every caller until it
+	// expires, untouched by other systems' /cgi-bin/token calls) or
+	// "classic" (GET /cgi-bin/token: each call invalidates the last token).
+	TokenAPI string `json:"token_api,omitempty"`
+
+	// Where tokens are fetched. Default: https://api.weixin.qq.com.
+	APIBase string `json:"api_base,omitempty"`
+
+	// How long before expiry the token is renewed. Default: 5m. Tokens
+	// living less than twice as long are renewed at half-life.
+	RefreshAhead caddy.Duration `json:"refresh_ahead,omitempty"`
+
+	// Errcodes meaning the token was rejected: such an answer triggers one
+	// refresh and one retry. Default: 40001 42001.
+	RetryOn []int64 `json:"retry_on,omitempty"`
+
+	// Request bodies up to this many bytes are buffered so that the request
+	// can be replayed byte for byte after a refresh; larger ones stream
+	// through and are not retried. Default: 16 MiB, above WeChat's upload
+	// limits.
+	MaxReplayBody int64 `json:"max_replay_body,omitempty"`
+
+	// Timeout of one call to the token endpoint. Default: 10s.
+	FetchTimeout caddy.Duration `json:"fetch_timeout,omitempty"`
+
+	// After a burst of 3, refreshes caused by rejected tokens happen at most
+	// this often, so that a misbehaving upstream cannot spend the daily
+	// token quota. Default: 1m.
+	MinRefreshInterval caddy.Duration `json:"min_refresh_interval,omitempty"`
+
+	manager *token.Manager
+	poolKey string
+	retryOn []int64
+	logger  *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.wechat_token",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// settings is a validated configuration with placeholders expanded.
+type settings struct {
+	appID, secret, apiBase string
+	api                    token.API
+}
+
+// Provision validates the configuration and attaches the app's token
+// manager, creating it (and fetching the first token) only if no loaded
+// config has it already.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	s, err := h.settings()
+	if err != nil {
+		return err
+	}
+	h.retryOn = h.RetryOn
+	if h.retryOn == nil {
+		h.retryOn = DefaultRetryOn
+	}
+	if h.MaxReplayBody == 0 {
+		h.MaxReplayBody = DefaultMaxReplayBody
+	}
+	tunables := token.Tunables{
+		RefreshAhead:       time.Duration(h.RefreshAhead),
+		MinRefreshInterval: time.Duration(h.MinRefreshInterval),
+		Logger:             h.logger.With(zap.String("app_id", s.appID), zap.String("token_api", string(s.api))),
+	}
+	h.poolKey = managerKey(s.appID, s.api, s.apiBase, s.secret)
+	val, loaded, err := managers.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
+		m, err := token.NewManager(token.Options{
+			AppID: s.appID,
+			API:   s.api,
+			Fetcher: &token.HTTPFetcher{
+				API: s.api, BaseURL: s.apiBase, AppID: s.appID, AppSecret: s.secret,
+				Client: &http.Client{Transport: fetchTransport()},
+			},
+			RefreshAhead:       tunables.RefreshAhead,
+			MinRefreshInterval: tunables.MinRefreshInterval,
+			FetchTimeout:       time.Duration(h.FetchTimeout),
+			Logger:             tunables.Logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return pooledManager{m}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("wechat_token: %w", err)
+	}
+	h.manager = val.(pooledManager).Manager
+	if loaded {
+		h.manager.Reconfigure(tunables)
+	}
+	return nil
+}
+
+// settings expands placeholders and checks every field, naming it in the
+// error. Errors never quote the secret.
+func (h *Handler) settings() (settings, error) {
+	repl := caddy.NewReplacer()
+	s := settings{
+		appID:   strings.TrimSpace(repl.ReplaceKnown(h.AppID, "")),
+		secret:  strings.TrimSpace(repl.ReplaceKnown(h.AppSecret, "")),
+		apiBase: strings.TrimSpace(repl.ReplaceKnown(h.APIBase, "")),
+	}
+	switch {
+	case h.AppID == "":
+		return s, errors.New("wechat_token: app_id is required")
+	case s.appID == "":
+		return s, fmt.Errorf("wechat_token: app_id %q is empty once placeholders are expanded (is the variable or file set?)", h.AppID)
+	case h.AppSecret == "":
+		return s, errors.New("wechat_token: app_secret is required")
+	case s.secret == "":
+		return s, errors.New("wechat_token: app_secret is empty once placeholders are expanded (is the variable or file set?)")
+	}
+	api := h.TokenAPI
+	if api == "" {
+		api = string(token.Stable)
+	}
+	var err error
+	if s.api, err = token.ParseAPI(api); err != nil {
+		return s, fmt.Errorf("wechat_token: token_api: %w", err)
+	}
+	if h.APIBase == "" {
+		s.apiBase = DefaultAPIBase
+	}
+	u, err := url.Parse(s.apiBase)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return s, fmt.Errorf("wechat_token: api_base %q is not an http(s) URL of a host (like %s)", s.apiBase, DefaultAPIBase)
+	}
+	s.apiBase = strings.TrimSuffix(s.apiBase, "/")
+	for name, d := range map[string]caddy.Duration{"refresh_ahead": h.RefreshAhead, "fetch_timeout": h.FetchTimeout, "min_refresh_interval": h.MinRefreshInterval} {
+		if d < 0 {
+			return s, fmt.Errorf("wechat_token: %s must not be negative (got %s)", name, time.Duration(d))
+		}
+	}
+	if h.MaxReplayBody < 0 {
+		return s, fmt.Errorf("wechat_token: max_replay_body must not be negative (got %d)", h.MaxReplayBody)
+	}
+	if slices.Contains(h.RetryOn, 0) {
+		return s, errors.New("wechat_token: retry_on: errcode 0 means success and cannot trigger a retry")
+	}
+	return s, nil
+}
+
+// fetchTransport is a transport of its own for token calls, honouring the
+// proxy environment variables like Go's default one.
+func fetchTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          4,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: 10 * time.Second,
+	}
+}
+
+// Cleanup releases the handler's hold on its token manager.
+func (h *Handler) Cleanup() error {
+	if h.poolKey == "" {
+		return nil
+	}
+	_, err := managers.Delete(h.poolKey)
+	return err
+}
+
+// ServeHTTP injects the token, passes the request on, and when WeChat
+// answers that the token was rejected, refreshes it (once for all requests
+// that failed with it) and replays the request once.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	tok, err := h.manager.Token(r.Context())
+	if err != nil {
+		if ctxErr := r.Context().Err(); ctxErr != nil {
+			return ctxErr // the client is gone
+		}
+		return h.unavailable(w, err)
+	}
+
+	// Without the client's Accept-Encoding the transport asks for gzip and
+	// decompresses transparently, so errcodes stay readable.
+	r.Header.Del("Accept-Encoding")
+
+	replayable, err := h.bufferBody(r)
+	if err != nil {
+		return err
+	}
+
+	// Later handlers and error routes see the client's query, never ours.
+	clientQuery := r.URL.RawQuery
+	defer func() { r.URL.RawQuery = clientQuery }()
+	stripped := wxhttp.StripToken(clientQuery)
+	r.URL.RawQuery = wxhttp.WithToken(stripped, wxhttp.TokenParam(tok.Value))
+
+	if replayable == nil {
+		return next.ServeHTTP(w, r) // too large to replay: stream, no retry
+	}
+
+	headers := w.Header().Clone()
+	holder := wxhttp.NewResponseHolder(w, inspectLimit)
+	err = next.ServeHTTP(holder, r)
+	body, held := holder.Held()
+	if err != nil || !held {
+		if releaseErr := holder.Release(); err == nil {
+			err = releaseErr
+		}
+		return err
+	}
+	code, ok := wxhttp.Errcode(body)
+	if !ok || !slices.Contains(h.retryOn, code) {
+		return holder.Release()
+	}
+	fresh, err := h.manager.Refresh(r.Context(), tok.Value)
+	if err != nil {
+		h.logger.Debug("token rejected and no new token to retry with; passing WeChat's answer on",
+			zap.Int64("errcode", code), zap.String("path", r.URL.Path), zap.Error(err))
+		return holder.Release()
+	}
+	h.logger.Debug("token rejected; retrying with the renewed token",
+		zap.Int64("errcode", code), zap.String("path", r.URL.Path))
+
+	// The first answer is dropped unseen: start the second from the headers
+	// the response had before the first attempt.
+	clear(w.Header())
+	for k, v := range headers {
+		w.Header()[k] = v
+	}
+	r.URL.RawQuery = wxhttp.WithToken(stripped, wxhttp.TokenParam(fresh.Value))
+	replayable()
+	return next.ServeHTTP(w, r)
+}
+
+// bufferBody reads a request body of up to MaxReplayBody bytes into memory
+// and returns a function that rewinds r.Body for a replay; nil when the body
+// is larger, in which case r.Body streams what was read and the rest.
+func (h *Handler) bufferBody(r *http.Request) (rewind func(), err error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return func() {}, nil
+	}
+	if r.ContentLength > h.MaxReplayBody {
+		return nil, nil
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	n, err := io.CopyN(&buf, r.Body, h.MaxReplayBody+1)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("read request body: %w", err))
+	}
+	if n > h.MaxReplayBody {
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(&buf, r.Body), r.Body}
+		return nil, nil
+	}
+	data := buf.Bytes()
+	rewind = func() {
+		r.Body = io.NopCloser(bytes.NewReader(data))
+	}
+	rewind()
+	// A chunked upload now has a known length; WeChat prefers that.
+	r.ContentLength = int64(len(data))
+	r.TransferEncoding = nil
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
+	return rewind, nil
+}
+
+// unavailable answers at once when no valid token exists, in WeChat's error
+// shape so that client SDKs report it as they would a WeChat error.
+func (h *Handler) unavailable(w http.ResponseWriter, cause error) error {
+	body, err := json.Marshal(struct {
+		Errcode int    `json:"errcode"`
+		Errmsg  string `json:"errmsg"`
+	}{-1, "wechat_token: " + cause.Error()})
+	if err != nil {
+		return caddyhttp.Error(http.StatusServiceUnavailable, err)
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, err = w.Write(body)
+	return err
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)
