@@ -118,16 +118,17 @@ func singleArg(d *caddyfile.Dispenser, dst *string) error {
 }
 
 func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	option := d.Val()
 	var s string
 	if err := singleArg(d, &s); err != nil {
 		return err
 	}
 	v, err := caddy.ParseDuration(s)
 	if err != nil {
-		return d.Errf("%s: %q is not a duration (like 5m or 30s)", d.Val(), s)
+		return d.Errf("%s: %q is not a duration (like 5m or 30s)", option, s)
 	}
 	if v < 0 {
-		return d.Errf("%s: must not be negative (got %s)", d.Val(), s)
+		return d.Errf("%s: must not be negative (got %s)", option, s)
 	}
 	*dst = caddy.Duration(v)
 	return nil

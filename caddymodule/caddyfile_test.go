@@ -1,0 +1,148 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+)
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`wechat_token {
+		app_id        {env.WECHAT_APP_ID}
+		app_secret    {file./run/secrets/wechat}
+		token_api     classic
+		api_base      https://api2.weixin.qq.com
+		refresh_ahead 10m
+		retry_on      40001 42001 40014
+		max_replay_body 20MiB
+		fetch_timeout 3s
+		min_refresh_interval 30s
+	}`)
+	var h Handler
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	want := Handler{
+		AppID: "{env.WECHAT_APP_ID}", AppSecret: "{file./run/secrets/wechat}", TokenAPI: "classic",
+		APIBase: "https://api2.weixin.qq.com", RefreshAhead: caddy.Duration(10 * time.Minute),
+		RetryOn: []int64{40001, 42001, 40014}, MaxReplayBody: 20 << 20,
+		FetchTimeout: caddy.Duration(3 * time.Second), MinRefreshInterval: caddy.Duration(30 * time.Second),
+	}
+	if !reflect.DeepEqual(h, want) {
+		t.Fatalf("got %+v\nwant %+v", h, want)
+	}
+}
+
+func TestUnmarshalCaddyfileErrorsNameTheOption(t *testing.T) {
+	for input, want := range map[string]string{
+		"wechat_token wx1":                            "no arguments",
+		"wechat_token {\n retry_on 40001 abc\n}":      `retry_on: "abc" is not a numeric errcode`,
+		"wechat_token {\n retry_on\n}":                "retry_on: at least one",
+		"wechat_token {\n refresh_ahead soon\n}":      `refresh_ahead: "soon" is not a duration`,
+		"wechat_token {\n refresh_ahead -5m\n}":       "refresh_ahead: must not be negative",
+		"wechat_token {\n app_id\n}":                  "app_id: a value is required",
+		"wechat_token {\n app_id a b\n}":              "app_id: takes one value",
+		"wechat_token {\n app_id a\n app_id b\n}":     "app_id: given more than once",
+		"wechat_token {\n max_replay_body lots\n}":    `max_replay_body: "lots" is not a size`,
+		"wechat_token {\n appsecret x\n}":             `unrecognized wechat_token option "appsecret"`,
+		"wechat_token {\n fetch_timeout 1x\n}":        "fetch_timeout:",
+		"wechat_token {\n min_refresh_interval x\n}": "min_refresh_interval:",
+	} {
+		var h Handler
+		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want it to contain %q", input, err, want)
+		}
+	}
+}
+
+// The directive must land before reverse_proxy with no order line, and
+// keep placeholders for Provision to expand (so the secret never enters
+// the adapted JSON).
+func TestDirectiveOrderedBeforeReverseProxy(t *testing.T) {
+	input := ":8080 {\n\treverse_proxy https://api.weixin.qq.com\n\twechat_token {\n\t\tapp_id wx1\n\t\tapp_secret {env.WECHAT_APP_SECRET}\n\t}\n}\n"
+	adapter := caddyfile.Adapter{ServerType: httpcaddyfile.ServerType{}}
+	out, warnings, err := adapter.Adapt([]byte(input), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) > 0 {
+		t.Fatalf("warnings: %v", warnings)
+	}
+	var cfg struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					Routes []struct {
+						Handle []json.RawMessage `json:"handle"`
+					} `json:"routes"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	var handlers []string
+	for _, srv := range cfg.Apps.HTTP.Servers {
+		for _, route := range srv.Routes {
+			for _, h := range route.Handle {
+				var named struct {
+					Handler   string `json:"handler"`
+					AppSecret string `json:"app_secret"`
+				}
+				_ = json.Unmarshal(h, &named)
+				handlers = append(handlers, named.Handler)
+				if named.Handler == "wechat_token" && named.AppSecret != "{env.WECHAT_APP_SECRET}" {
+					t.Errorf("app_secret adapted to %q", named.AppSecret)
+				}
+			}
+		}
+	}
+	if !reflect.DeepEqual(handlers, []string{"wechat_token", "reverse_proxy"}) {
+		t.Fatalf("handler order %v", handlers)
+	}
+}
+
+func TestSettingsValidation(t *testing.T) {
+	t.Setenv("WX_TEST_SECRET", "from-env")
+	t.Setenv("WX_TEST_EMPTY", "")
+	ok := Handler{AppID: "wx1", AppSecret: "{env.WX_TEST_SECRET}"}
+	s, err := ok.settings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.secret != "from-env" || s.api != "stable" || s.apiBase != DefaultAPIBase {
+		t.Fatalf("defaults: %+v", s)
+	}
+	for name, c := range map[string]struct {
+		h    Handler
+		want string
+	}{
+		"no app_id":      {Handler{AppSecret: "x"}, "app_id is required"},
+		"empty app_id":   {Handler{AppID: "{env.WX_TEST_EMPTY}", AppSecret: "x"}, "app_id"},
+		"no secret":      {Handler{AppID: "wx1"}, "app_secret is required"},
+		"empty secret":   {Handler{AppID: "wx1", AppSecret: "{env.WX_TEST_EMPTY}"}, "app_secret is empty"},
+		"token_api":      {Handler{AppID: "wx1", AppSecret: "x", TokenAPI: "fast"}, "token_api"},
+		"api_base":       {Handler{AppID: "wx1", AppSecret: "x", APIBase: "api.weixin.qq.com"}, "api_base"},
+		"api_base query": {Handler{AppID: "wx1", AppSecret: "x", APIBase: "https://h/?a=1"}, "api_base"},
+		"negative":       {Handler{AppID: "wx1", AppSecret: "x", FetchTimeout: -1}, "fetch_timeout must not be negative"},
+		"replay":         {Handler{AppID: "wx1", AppSecret: "x", MaxReplayBody: -1}, "max_replay_body"},
+		"retry_on 0":     {Handler{AppID: "wx1", AppSecret: "x", RetryOn: []int64{0}}, "retry_on"},
+	} {
+		_, err := c.h.settings()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want it to mention %q", name, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "from-env") {
+			t.Errorf("%s: error reveals the secret", name)
+		}
+	}
+}
