@@ -550,6 +550,7 @@ type Echo struct {
 	Path         string `json:"path"`
 	Query        string `json:"query"` // the raw query minus access_token
 	TokenParams  int    `json:"access_token_params"`
+	AppID        string `json:"appid"` // the app the token belongs to
 	ContentType  string `json:"content_type"`
 	BodyBytes    int    `json:"body_bytes"`
 	BodySHA256   string `json:"body_sha256"`
@@ -574,8 +575,14 @@ func (s *Server) serveEcho(w http.ResponseWriter, r *http.Request) {
 			kept = append(kept, part)
 		}
 	}
+	s.mu.Lock()
+	var appID string
+	if t := s.tokens[r.URL.Query().Get("access_token")]; t != nil {
+		appID = t.appID
+	}
+	s.mu.Unlock()
 	writeJSON(w, jsonType, Echo{
-		Errmsg: "ok", Method: r.Method, Path: r.URL.Path, Query: strings.Join(kept, "&"),
+		Errmsg: "ok", AppID: appID, Method: r.Method, Path: r.URL.Path, Query: strings.Join(kept, "&"),
 		TokenParams: params, ContentType: r.Header.Get("Content-Type"),
 		BodyBytes: int(n), BodySHA256: hex.EncodeToString(h.Sum(nil)),
 		ChunkedInput: slices.Contains(r.TransferEncoding, "chunked"),

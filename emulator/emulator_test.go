@@ -259,7 +259,7 @@ func TestEchoReportsWhatArrived(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
 		t.Fatal(err)
 	}
-	if e.Errcode != 0 || e.Query != "b=2&a=%2F" || e.TokenParams != 1 || e.BodyBytes != 14 || e.Method != "POST" {
+	if e.Errcode != 0 || e.Query != "b=2&a=%2F" || e.TokenParams != 1 || e.BodyBytes != 14 || e.Method != "POST" || e.AppID != appID {
 		t.Fatalf("echo %+v", e)
 	}
 }

@@ -182,6 +182,7 @@ func (m *Manager) Stop() {
 	m.stopOnce.Do(func() {
 		m.cancel()
 		<-m.done
+		m.log().Info("token manager stopped")
 		m.mu.Lock()
 		if m.attempt != nil {
 			close(m.attempt)

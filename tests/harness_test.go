@@ -1,0 +1,365 @@
+// Package tests drives real Caddy processes, built from cmd/caddy, in front
+// of the WeChat emulator over loopback.
+package tests
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caddy-wechat/caddy-wechat/emulator"
+)
+
+var caddyBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "wechat-token-it-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	caddyBin = filepath.Join(dir, "caddy")
+	args := []string{"build", "-o", caddyBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "../cmd/caddy")...)
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building cmd/caddy: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// wechat is an emulator on loopback with one app.
+type wechat struct {
+	*emulator.Server
+	URL    string
+	AppID  string
+	Secret string
+}
+
+func startWeChat(t *testing.T, cfg emulator.Config) *wechat {
+	t.Helper()
+	w := &wechat{AppID: "wxit000000000001", Secret: "it-secret-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
+	if cfg.Apps == nil {
+		cfg.Apps = map[string]string{}
+	}
+	cfg.Apps[w.AppID] = w.Secret
+	w.Server = emulator.New(cfg)
+	srv := httptest.NewServer(w.Server)
+	t.Cleanup(srv.Close)
+	t.Cleanup(w.Server.Close) // before srv.Close: frees hanging requests
+	w.URL = srv.URL
+	return w
+}
+
+// tokenBlock is a wechat_token directive for w's app plus extra options.
+func (w *wechat) tokenBlock(api string, extra ...string) string {
+	return fmt.Sprintf(`wechat_token {
+		app_id %s
+		app_secret {env.WX_IT_SECRET}
+		token_api %s
+		api_base %s
+		%s
+	}
+	reverse_proxy %s`, w.AppID, api, w.URL, strings.Join(extra, "\n\t\t"), w.URL)
+}
+
+// caddy is one running Caddy process.
+type caddy struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	dir     string
+	admin   string
+	site    string
+	logs    *syncBuffer
+	exited  chan struct{}
+	secrets []string // what must never reach a log, besides issued tokens
+	wechat  *wechat
+	config  string
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// caddyfile wraps site directives in a config with debug logging, an access
+// log, and storage in the test's own directory.
+func (c *caddy) caddyfile(site string) string {
+	return fmt.Sprintf(`{
+	admin %s
+	auto_https off
+	persist_config off
+	storage file_system %s
+	log {
+		output stderr
+		format json
+		level DEBUG
+	}
+}
+
+http://%s {
+	log {
+		output file %s
+		format json
+	}
+	%s
+}
+`, c.admin, filepath.Join(c.dir, "data"), c.site, filepath.Join(c.dir, "access.log"), site)
+}
+
+// startCaddy runs Caddy with site (directives for the one site) against w.
+// At cleanup it stops Caddy and fails the test if any log holds a token w
+// issued or the app secret, or if the race detector spoke.
+func startCaddy(t *testing.T, w *wechat, site string) *caddy {
+	t.Helper()
+	c := &caddy{
+		t: t, dir: t.TempDir(), wechat: w, logs: &syncBuffer{}, exited: make(chan struct{}),
+		admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		site:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+	}
+	if w != nil {
+		c.secrets = append(c.secrets, w.Secret)
+	}
+	c.config = filepath.Join(c.dir, "Caddyfile")
+	if err := os.WriteFile(c.config, []byte(c.caddyfile(site)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.start(t, "--config", c.config, "--adapter", "caddyfile")
+	return c
+}
+
+func (c *caddy) start(t *testing.T, args ...string) {
+	c.cmd = exec.Command(caddyBin, append([]string{"run"}, args...)...)
+	env := append(os.Environ(), "HOME="+c.dir, "XDG_DATA_HOME="+filepath.Join(c.dir, "xdg-data"), "XDG_CONFIG_HOME="+filepath.Join(c.dir, "xdg-config"))
+	if c.wechat != nil {
+		env = append(env, "WX_IT_SECRET="+c.wechat.Secret)
+	}
+	c.cmd.Env = env
+	c.cmd.Stdout = c.logs
+	c.cmd.Stderr = c.logs
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = c.cmd.Wait()
+		close(c.exited)
+	}()
+	t.Cleanup(c.stop)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + c.admin + "/config/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-c.exited:
+			t.Fatalf("caddy exited at start:\n%s", c.logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("caddy did not start in time:\n%s", c.logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (c *caddy) stop() {
+	select {
+	case <-c.exited:
+	default:
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-c.exited:
+		case <-time.After(15 * time.Second):
+			_ = c.cmd.Process.Kill()
+			<-c.exited
+		}
+	}
+	c.checkLogs()
+}
+
+// checkLogs fails the test if a token or secret reached any log output.
+func (c *caddy) checkLogs() {
+	t := c.t
+	all := c.logs.String()
+	if access, err := os.ReadFile(filepath.Join(c.dir, "access.log")); err == nil {
+		all += string(access)
+	}
+	if strings.Contains(all, "WARNING: DATA RACE") {
+		t.Errorf("the race detector reported a race in caddy:\n%s", all)
+	}
+	var leaked []string
+	for _, s := range c.secrets {
+		if strings.Contains(all, s) {
+			leaked = append(leaked, "the app secret")
+		}
+	}
+	if c.wechat != nil {
+		for _, tok := range c.wechat.IssuedTokens() {
+			if strings.Contains(all, tok) {
+				leaked = append(leaked, "an access_token")
+				break
+			}
+		}
+	}
+	if len(leaked) > 0 {
+		t.Errorf("logs reveal %s", strings.Join(leaked, " and "))
+	}
+	if t.Failed() {
+		t.Logf("caddy output (last 8 KiB):\n%s", tail(all, 8<<10))
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// reload replaces the config through the admin API, as `caddy reload` does.
+func (c *caddy) reload(t *testing.T, site string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+c.admin+"/load", strings.NewReader(c.caddyfile(site)))
+	req.Header.Set("Content-Type", "text/caddyfile")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("reload: %d %s", resp.StatusCode, body)
+	}
+}
+
+func (c *caddy) url(pathAndQuery string) string { return "http://" + c.site + pathAndQuery }
+
+// rss reads the process's resident set size and its peak, in bytes.
+func (c *caddy) rss(t *testing.T) (now, peak int64) {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(fields[1], 10, 64)
+		switch fields[0] {
+		case "VmRSS:":
+			now = kb << 10
+		case "VmHWM:":
+			peak = kb << 10
+		}
+	}
+	return now, peak
+}
+
+// client bounds every request: a hang fails the test instead of stalling it.
+var client = &http.Client{Timeout: 30 * time.Second}
+
+// answer is a WeChat-shaped reply: an errcode and, from the emulator's
+// echo, what reached WeChat.
+type answer struct {
+	emulator.Echo
+	Status int
+	Header http.Header
+	Raw    string
+}
+
+func do(t *testing.T, req *http.Request) answer {
+	t.Helper()
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading: %v", req.Method, req.URL.Path, err)
+	}
+	a := answer{Status: resp.StatusCode, Header: resp.Header, Raw: string(body)}
+	if err := json.Unmarshal(body, &a.Echo); err != nil {
+		t.Fatalf("%s %s: not JSON (%d): %q", req.Method, req.URL.Path, resp.StatusCode, tail(string(body), 300))
+	}
+	return a
+}
+
+func get(t *testing.T, url string) answer {
+	t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return do(t, req)
+}
+
+func post(t *testing.T, url, contentType string, body []byte) answer {
+	t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	return do(t, req)
+}
+
+// apis runs f as a parallel subtest for each token API.
+func apis(t *testing.T, f func(t *testing.T, api string)) {
+	for _, api := range []string{"stable", "classic"} {
+		t.Run(api, func(t *testing.T) {
+			t.Parallel()
+			f(t, api)
+		})
+	}
+}
+
+// issued is the number of tokens the emulator has handed out.
+func (w *wechat) issued() int { return w.Stats().Issued() }
