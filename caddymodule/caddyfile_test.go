@@ -42,17 +42,17 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 
 func TestUnmarshalCaddyfileErrorsNameTheOption(t *testing.T) {
 	for input, want := range map[string]string{
-		"wechat_token wx1":                            "no arguments",
-		"wechat_token {\n retry_on 40001 abc\n}":      `retry_on: "abc" is not a numeric errcode`,
-		"wechat_token {\n retry_on\n}":                "retry_on: at least one",
-		"wechat_token {\n refresh_ahead soon\n}":      `refresh_ahead: "soon" is not a duration`,
-		"wechat_token {\n refresh_ahead -5m\n}":       "refresh_ahead: must not be negative",
-		"wechat_token {\n app_id\n}":                  "app_id: a value is required",
-		"wechat_token {\n app_id a b\n}":              "app_id: takes one value",
-		"wechat_token {\n app_id a\n app_id b\n}":     "app_id: given more than once",
-		"wechat_token {\n max_replay_body lots\n}":    `max_replay_body: "lots" is not a size`,
-		"wechat_token {\n appsecret x\n}":             `unrecognized wechat_token option "appsecret"`,
-		"wechat_token {\n fetch_timeout 1x\n}":        "fetch_timeout:",
+		"wechat_token wx1":                           "no arguments",
+		"wechat_token {\n retry_on 40001 abc\n}":     `retry_on: "abc" is not a numeric errcode`,
+		"wechat_token {\n retry_on\n}":               "retry_on: at least one",
+		"wechat_token {\n refresh_ahead soon\n}":     `refresh_ahead: "soon" is not a duration`,
+		"wechat_token {\n refresh_ahead -5m\n}":      "refresh_ahead: must not be negative",
+		"wechat_token {\n app_id\n}":                 "app_id: a value is required",
+		"wechat_token {\n app_id a b\n}":             "app_id: takes one value",
+		"wechat_token {\n app_id a\n app_id b\n}":    "app_id: given more than once",
+		"wechat_token {\n max_replay_body lots\n}":   `max_replay_body: "lots" is not a size`,
+		"wechat_token {\n appsecret x\n}":            `unrecognized wechat_token option "appsecret"`,
+		"wechat_token {\n fetch_timeout 1x\n}":       "fetch_timeout:",
 		"wechat_token {\n min_refresh_interval x\n}": "min_refresh_interval:",
 	} {
 		var h Handler
