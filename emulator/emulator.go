@@ -105,12 +105,11 @@ func (t *token) deadline() (time.Time, bool) {
 }
 
 type app struct {
-	secret        string
-	classic       *token
-	stable        *token
-	classicCalls  int
-	forced        []time.Time
-	issuedClassic int
+	secret       string
+	classic      *token
+	stable       *token
+	classicCalls int
+	forced       []time.Time
 }
 
 // Server is the emulator; it is an http.Handler.
