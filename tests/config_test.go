@@ -110,3 +110,17 @@ func TestSeveralAppsByPath(t *testing.T) {
 		t.Fatalf("tokens by app %v", st.IssuedByApp)
 	}
 }
+
+// The Caddyfiles shipped in the repository adapt without errors or warnings.
+func TestShippedCaddyfilesAdapt(t *testing.T) {
+	for _, file := range []string{"../Caddyfile.example", "../demo/Caddyfile"} {
+		out, err := exec.Command(caddyBin, "adapt", "--config", file, "--adapter", "caddyfile").CombinedOutput()
+		if err != nil {
+			t.Errorf("%s: %v\n%s", file, err, tail(string(out), 1000))
+			continue
+		}
+		if strings.Contains(string(out), `"level":"warn"`) {
+			t.Errorf("%s: warnings:\n%s", file, tail(string(out), 1000))
+		}
+	}
+}

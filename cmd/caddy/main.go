@@ -7,7 +7,7 @@ import (
 	// The standard modules, as in the official Caddy build.
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	_ "github.com/caddy-wechat/caddy-wechat/caddymodule"
+	_ "github.com/caddy-wechat/caddy-wechat"
 )
 
 func main() {
