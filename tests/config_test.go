@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddy-wechat/caddy-wechat/emulator"
 )
@@ -122,5 +123,30 @@ func TestShippedCaddyfilesAdapt(t *testing.T) {
 		if strings.Contains(string(out), `"level":"warn"`) {
 			t.Errorf("%s: warnings:\n%s", file, tail(string(out), 1000))
 		}
+	}
+}
+
+// The README's access-log filter removes a token a client sent itself.
+func TestAccessLogQueryFilterDeletesClientToken(t *testing.T) {
+	w := startWeChat(t, emulator.Config{})
+	c := startCaddyLogging(t, w, w.tokenBlock("stable"), `format filter {
+			request>uri query {
+				delete access_token
+			}
+			wrap json
+		}`)
+	const clientToken = "CLIENT-SENT-TOKEN-0123456789"
+	if a := get(t, c.url("/cgi-bin/user/info?openid=o1&access_token="+clientToken)); a.Errcode != 0 {
+		t.Fatalf("answer %+v", a.Echo)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(c.accessLog(t), "openid=o1") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no access log entry:\n%s", c.accessLog(t))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if log := c.accessLog(t); strings.Contains(log, clientToken) {
+		t.Fatalf("access log holds the client's token:\n%s", log)
 	}
 }

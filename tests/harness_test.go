@@ -94,6 +94,8 @@ type caddy struct {
 	secrets []string // what must never reach a log, besides issued tokens
 	wechat  *wechat
 	config  string
+	// accessFormat is the access log's format block (default: json).
+	accessFormat string
 }
 
 type syncBuffer struct {
@@ -141,11 +143,11 @@ func (c *caddy) caddyfile(site string) string {
 http://%s {
 	log {
 		output file %s
-		format json
+		%s
 	}
 	%s
 }
-`, c.admin, filepath.Join(c.dir, "data"), c.site, filepath.Join(c.dir, "access.log"), site)
+`, c.admin, filepath.Join(c.dir, "data"), c.site, filepath.Join(c.dir, "access.log"), c.accessFormat, site)
 }
 
 // startCaddy runs Caddy with site (directives for the one site) against w.
@@ -153,10 +155,17 @@ http://%s {
 // issued or the app secret, or if the race detector spoke.
 func startCaddy(t *testing.T, w *wechat, site string) *caddy {
 	t.Helper()
+	return startCaddyLogging(t, w, site, "format json")
+}
+
+// startCaddyLogging is startCaddy with the access log's format block given.
+func startCaddyLogging(t *testing.T, w *wechat, site, accessFormat string) *caddy {
+	t.Helper()
 	c := &caddy{
 		t: t, dir: t.TempDir(), wechat: w, logs: &syncBuffer{}, exited: make(chan struct{}),
-		admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		site:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		accessFormat: accessFormat,
+		admin:        fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		site:         fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 	}
 	if w != nil {
 		c.secrets = append(c.secrets, w.Secret)
@@ -275,6 +284,16 @@ func (c *caddy) reload(t *testing.T, site string) {
 		body, _ := io.ReadAll(resp.Body)
 		t.Fatalf("reload: %d %s", resp.StatusCode, body)
 	}
+}
+
+// accessLog reads the access log written so far.
+func (c *caddy) accessLog(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(c.dir, "access.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func (c *caddy) url(pathAndQuery string) string { return "http://" + c.site + pathAndQuery }

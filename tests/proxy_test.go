@@ -338,3 +338,30 @@ func TestLargeDownloadStreamsWithBoundedMemory(t *testing.T) {
 		t.Fatalf("peak RSS grew by %d MiB for a 64 MiB download", growth>>20)
 	}
 }
+
+func TestBodyOverReplayLimitStreamsAndIsNotRetried(t *testing.T) {
+	w := startWeChat(t, emulator.Config{})
+	c := startCaddy(t, w, w.tokenBlock("stable", "max_replay_body 1KiB"))
+	big := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB
+	if a := post(t, c.url("/cgi-bin/media/uploadimg"), "application/octet-stream", big); a.Errcode != 0 || a.BodySHA256 != sha(big) {
+		t.Fatalf("large body: errcode %d, %d bytes arrived", a.Errcode, a.BodyBytes)
+	}
+	small := []byte(`{"small":true}`)
+	if a := post(t, c.url("/cgi-bin/message/custom/send"), "application/json", small); a.Errcode != 0 {
+		t.Fatalf("small body: %+v", a.Echo)
+	}
+
+	w.Revoke(w.AppID)
+	before := w.Stats()
+	a := post(t, c.url("/cgi-bin/media/uploadimg"), "application/octet-stream", big)
+	if a.Errcode != 40001 {
+		t.Fatalf("large body after revocation: errcode %d, want WeChat's 40001 passed on", a.Errcode)
+	}
+	if calls := w.Stats().APICalls - before.APICalls; calls != 1 {
+		t.Fatalf("a body over the replay limit was sent %d times", calls)
+	}
+	// The next small request still recovers.
+	if a := post(t, c.url("/cgi-bin/message/custom/send"), "application/json", small); a.Errcode != 0 || a.BodySHA256 != sha(small) {
+		t.Fatalf("small body after revocation: %+v", a.Echo)
+	}
+}
