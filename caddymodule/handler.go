@@ -127,8 +127,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		MinRefreshInterval: time.Duration(h.MinRefreshInterval),
 		Logger:             h.logger.With(zap.String("app_id", s.appID), zap.String("token_api", string(s.api))),
 	}
-	h.poolKey = managerKey(s.appID, s.api, s.apiBase, s.secret)
-	val, loaded, err := managers.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
+	key := managerKey(s.appID, s.api, s.apiBase, s.secret)
+	val, loaded, err := managers.LoadOrNew(key, func() (caddy.Destructor, error) {
 		m, err := token.NewManager(token.Options{
 			AppID: s.appID,
 			API:   s.api,
@@ -149,6 +149,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("wechat_token: %w", err)
 	}
+	// Set only once held: Caddy cleans up modules whose Provision failed.
+	h.poolKey = key
 	h.manager = val.(pooledManager).Manager
 	if loaded {
 		h.manager.Reconfigure(tunables)

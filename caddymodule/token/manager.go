@@ -446,20 +446,23 @@ func (m *Manager) nextDelay(failures int, unchanged bool) time.Duration {
 		return backoff(failures, maxBackoff(lastErr))
 	}
 	remaining := cur.ExpiresAt.Sub(now)
-	if failures > 0 {
-		// Retry while the token lasts, more often as its end nears.
-		return min(backoff(failures, maxBackoff(nil)), max(remaining/2, minRetryDelay))
-	}
-	if unchanged {
-		// The stable API hands out the next token only in the last minutes
-		// of the current one: ask again later, not in a loop.
-		return min(max(remaining/4, minRetryDelay), unchangedMaxDelay)
-	}
 	m.mu.Lock()
 	ahead := m.refreshAhead
 	m.mu.Unlock()
 	ahead = min(ahead, cur.ExpiresAt.Sub(cur.FetchedAt)/2)
-	return cur.ExpiresAt.Add(-ahead).Sub(now)
+	renewIn := cur.ExpiresAt.Add(-ahead).Sub(now)
+	// Retries never come before the renewal time: a failure or unchanged
+	// answer may come from another caller's fetch, not from a renewal.
+	switch {
+	case failures > 0:
+		// Retry while the token lasts, more often as its end nears.
+		return max(renewIn, min(backoff(failures, maxBackoff(nil)), max(remaining/2, minRetryDelay)))
+	case unchanged:
+		// The stable API hands out the next token only in the last minutes
+		// of the current one: ask again later, not in a loop.
+		return max(renewIn, min(max(remaining/4, minRetryDelay), unchangedMaxDelay))
+	}
+	return renewIn
 }
 
 // maxBackoff is longer for errors that only a person can fix, so a wrong

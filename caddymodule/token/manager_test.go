@@ -416,3 +416,25 @@ func TestNewManagerRejectsBadOptions(t *testing.T) {
 		}
 	}
 }
+
+// After a failed renewal, a token obtained by a passive refresh resets the
+// schedule: the loop must not fetch again on its backoff timer.
+func TestPassiveRefreshAfterFailedRenewalReschedules(t *testing.T) {
+	clock := newFakeClock()
+	f := &fakeFetcher{answer: sequential(100 * time.Second)}
+	m := startManager(t, Classic, f, clock, func(o *Options) { o.RefreshAhead = 30 * time.Second })
+	start := clock.Now()
+	mustToken(t, m)
+	f.set(func(int, bool) (Fetched, error) { return Fetched{}, &APIError{Code: -1, Msg: "busy"} })
+	waitScheduled(t, clock, start.Add(70*time.Second))
+	clock.AdvanceTo(start.Add(70 * time.Second))
+	eventually(t, "failed renewal", func() bool { return f.count() == 2 })
+	eventually(t, "retry scheduled", func() bool { d, _ := clock.next(); return d.After(clock.Now()) })
+
+	f.set(sequential(100 * time.Second))
+	fresh, err := m.Refresh(context.Background(), "tok1")
+	if err != nil || fresh.Value != "tok3" {
+		t.Fatalf("passive refresh: %q, %v", fresh.Value, err)
+	}
+	waitScheduled(t, clock, fresh.ExpiresAt.Add(-30*time.Second))
+}

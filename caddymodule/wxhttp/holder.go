@@ -100,6 +100,9 @@ func (h *ResponseHolder) FlushError() error {
 	return http.NewResponseController(h.w).Flush()
 }
 
+// Flush implements http.Flusher for callers that assert it.
+func (h *ResponseHolder) Flush() { _ = h.FlushError() }
+
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (h *ResponseHolder) Unwrap() http.ResponseWriter { return h.w }
 
