@@ -40,6 +40,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.Errf("wechat_token takes no arguments on its line; configure it in a block")
 	}
+	values := map[string]*string{
+		"app_id": &h.AppID, "app_secret": &h.AppSecret, "token_api": &h.TokenAPI, "api_base": &h.APIBase,
+	}
+	durations := map[string]*caddy.Duration{
+		"refresh_ahead": &h.RefreshAhead, "fetch_timeout": &h.FetchTimeout, "min_refresh_interval": &h.MinRefreshInterval,
+	}
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		option := d.Val()
@@ -47,35 +53,19 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("%s: given more than once", option)
 		}
 		seen[option] = true
+		if dst, ok := values[option]; ok {
+			if err := singleArg(d, dst); err != nil {
+				return err
+			}
+			continue
+		}
+		if dst, ok := durations[option]; ok {
+			if err := durationArg(d, dst); err != nil {
+				return err
+			}
+			continue
+		}
 		switch option {
-		case "app_id":
-			if err := singleArg(d, &h.AppID); err != nil {
-				return err
-			}
-		case "app_secret":
-			if err := singleArg(d, &h.AppSecret); err != nil {
-				return err
-			}
-		case "token_api":
-			if err := singleArg(d, &h.TokenAPI); err != nil {
-				return err
-			}
-		case "api_base":
-			if err := singleArg(d, &h.APIBase); err != nil {
-				return err
-			}
-		case "refresh_ahead":
-			if err := durationArg(d, &h.RefreshAhead); err != nil {
-				return err
-			}
-		case "fetch_timeout":
-			if err := durationArg(d, &h.FetchTimeout); err != nil {
-				return err
-			}
-		case "min_refresh_interval":
-			if err := durationArg(d, &h.MinRefreshInterval); err != nil {
-				return err
-			}
 		case "retry_on":
 			args := d.RemainingArgs()
 			if len(args) == 0 {

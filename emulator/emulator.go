@@ -284,12 +284,18 @@ func (s *Server) tokenFault(w http.ResponseWriter, r *http.Request, fault string
 	return true
 }
 
-func (s *Server) serveClassic(w http.ResponseWriter, r *http.Request) {
+// tokenCallAnswered counts a token endpoint call and answers it if a fault
+// mode is on.
+func (s *Server) tokenCallAnswered(w http.ResponseWriter, r *http.Request, counter *int) bool {
 	s.mu.Lock()
-	s.stats.TokenCalls++
+	*counter++
 	fault := s.faults.TokenEndpoint
 	s.mu.Unlock()
-	if s.tokenFault(w, r, fault) {
+	return s.tokenFault(w, r, fault)
+}
+
+func (s *Server) serveClassic(w http.ResponseWriter, r *http.Request) {
+	if s.tokenCallAnswered(w, r, &s.stats.TokenCalls) {
 		return
 	}
 	if r.Method != http.MethodGet {
@@ -327,11 +333,7 @@ func (s *Server) serveClassic(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveStable(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	s.stats.StableCalls++
-	fault := s.faults.TokenEndpoint
-	s.mu.Unlock()
-	if s.tokenFault(w, r, fault) {
+	if s.tokenCallAnswered(w, r, &s.stats.StableCalls) {
 		return
 	}
 	if r.Method != http.MethodPost {

@@ -380,5 +380,17 @@ func apis(t *testing.T, f func(t *testing.T, api string)) {
 	}
 }
 
+// startProxy runs an emulator and a Caddy with wechat_token for it in
+// front, and checks that one request goes through.
+func startProxy(t *testing.T, cfg emulator.Config, api string, options ...string) (*wechat, *caddy) {
+	t.Helper()
+	w := startWeChat(t, cfg)
+	c := startCaddy(t, w, w.tokenBlock(api, options...))
+	if a := get(t, c.url("/cgi-bin/get_api_domain_ip")); a.Errcode != 0 {
+		t.Fatalf("first request: %+v", a.Echo)
+	}
+	return w, c
+}
+
 // issued is the number of tokens the emulator has handed out.
 func (w *wechat) issued() int { return w.Stats().Issued() }

@@ -50,11 +50,7 @@ func TestInjectsTokenAndReplacesTheClients(t *testing.T) {
 
 func TestRejectedTokenIsRefreshedAndBodyReplayedByteIdentical(t *testing.T) {
 	apis(t, func(t *testing.T, api string) {
-		w := startWeChat(t, emulator.Config{})
-		c := startCaddy(t, w, w.tokenBlock(api))
-		if a := get(t, c.url("/cgi-bin/get_api_domain_ip")); a.Errcode != 0 {
-			t.Fatalf("warm-up: %+v", a.Echo)
-		}
+		w, c := startProxy(t, emulator.Config{}, api)
 
 		// JSON.
 		w.Revoke(w.AppID)
@@ -102,11 +98,7 @@ func TestRejectedTokenIsRefreshedAndBodyReplayedByteIdentical(t *testing.T) {
 
 func TestConcurrentRejectionsCauseOneFetch(t *testing.T) {
 	apis(t, func(t *testing.T, api string) {
-		w := startWeChat(t, emulator.Config{})
-		c := startCaddy(t, w, w.tokenBlock(api))
-		if a := get(t, c.url("/cgi-bin/get_api_domain_ip")); a.Errcode != 0 {
-			t.Fatalf("warm-up: %+v", a.Echo)
-		}
+		w, c := startProxy(t, emulator.Config{}, api)
 		w.Revoke(w.AppID)
 		before := w.issued()
 
@@ -142,11 +134,7 @@ func TestConcurrentRejectionsCauseOneFetch(t *testing.T) {
 }
 
 func TestEveryRequestRejectedIsBounded(t *testing.T) {
-	w := startWeChat(t, emulator.Config{})
-	c := startCaddy(t, w, w.tokenBlock("classic"))
-	if a := get(t, c.url("/cgi-bin/get_api_domain_ip")); a.Errcode != 0 {
-		t.Fatalf("warm-up: %+v", a.Echo)
-	}
+	w, c := startProxy(t, emulator.Config{}, "classic")
 	w.SetFaults(emulator.Faults{RejectAll: true})
 	before := w.Stats()
 	const n = 40
@@ -278,11 +266,7 @@ func TestBadSecretAnswers503AtOnce(t *testing.T) {
 }
 
 func TestReloadKeepsTokenAndUnloadStopsRenewal(t *testing.T) {
-	w := startWeChat(t, emulator.Config{TokenTTL: 4 * time.Second, Overlap: time.Second})
-	c := startCaddy(t, w, w.tokenBlock("classic"))
-	if a := get(t, c.url("/cgi-bin/get_api_domain_ip")); a.Errcode != 0 {
-		t.Fatalf("first: %+v", a.Echo)
-	}
+	w, c := startProxy(t, emulator.Config{TokenTTL: 4 * time.Second, Overlap: time.Second}, "classic")
 	issued := w.issued()
 
 	c.reload(t, w.tokenBlock("classic")+"\n\theader X-Reloaded yes")
