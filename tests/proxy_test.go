@@ -349,3 +349,20 @@ func TestBodyOverReplayLimitStreamsAndIsNotRetried(t *testing.T) {
 		t.Fatalf("small body after revocation: %+v", a.Echo)
 	}
 }
+
+// A token endpoint that never answers costs the first requests at most
+// fetch_timeout, then they get the 503.
+func TestHangingTokenEndpointAnswers503AfterFetchTimeout(t *testing.T) {
+	w := startWeChat(t, emulator.Config{})
+	w.SetFaults(emulator.Faults{TokenEndpoint: emulator.FaultHang})
+	c := startCaddy(t, w, w.tokenBlock("stable", "fetch_timeout 1s"))
+	for range 2 {
+		a := get(t, c.url("/cgi-bin/user/info?openid=o1"))
+		if a.Status != http.StatusServiceUnavailable || !strings.Contains(a.Errmsg, "deadline exceeded") {
+			t.Fatalf("answer %d %s", a.Status, a.Raw)
+		}
+	}
+	if n := w.Stats().APICalls; n != 0 {
+		t.Fatalf("%d requests forwarded without a token", n)
+	}
+}
