@@ -127,7 +127,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		MinRefreshInterval: time.Duration(h.MinRefreshInterval),
 		Logger:             h.logger.With(zap.String("app_id", s.appID), zap.String("token_api", string(s.api))),
 	}
-	key := managerKey(s.appID, s.api, s.apiBase, s.secret)
+	storage := ctx.Storage()
+	key := managerKey(s.appID, s.api, s.apiBase, s.secret, storageID(storage))
 	val, loaded, err := managers.LoadOrNew(key, func() (caddy.Destructor, error) {
 		m, err := token.NewManager(token.Options{
 			AppID: s.appID,
@@ -139,6 +140,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			RefreshAhead:       tunables.RefreshAhead,
 			MinRefreshInterval: tunables.MinRefreshInterval,
 			FetchTimeout:       time.Duration(h.FetchTimeout),
+			Store:              storage,
+			SecretID:           token.SecretFingerprint(s.appID, s.secret),
 			Logger:             tunables.Logger,
 		})
 		if err != nil {

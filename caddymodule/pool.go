@@ -3,8 +3,10 @@ package caddymodule
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
 
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
 )
@@ -26,8 +28,22 @@ func (p pooledManager) Destruct() error {
 }
 
 // managerKey identifies a manager. The secret is part of it, hashed, so that
-// a config changing the secret gets a manager using the new one.
-func managerKey(appID string, api token.API, apiBase, secret string) string {
-	sum := sha256.Sum256([]byte(secret))
-	return "wechat_token/" + string(api) + "/" + apiBase + "/" + appID + "/" + hex.EncodeToString(sum[:8])
+// a config changing the secret gets a manager using the new one; so is the
+// storage, so that a config moving to other storage coordinates through it.
+func managerKey(appID string, api token.API, apiBase, secret, storage string) string {
+	return "wechat_token/" + string(api) + "/" + apiBase + "/" + appID + "/" + hash(secret) + "/" + storage
+}
+
+// storageID names a storage backend without revealing its settings (a
+// Redis password, say): its description, hashed.
+func storageID(st certmagic.Storage) string {
+	if s, ok := st.(fmt.Stringer); ok {
+		return hash(fmt.Sprintf("%T %s", st, s.String()))
+	}
+	return hash(fmt.Sprintf("%T", st))
+}
+
+func hash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:8])
 }

@@ -75,7 +75,9 @@ func TestJSONConfig(t *testing.T) {
 	if err := os.WriteFile(file, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c.start(t, "--config", file)
+	if err := c.start(t, "--config", file); err != nil {
+		t.Fatal(err)
+	}
 	if a := get(t, c.url("/cgi-bin/user/info?openid=o1")); a.Errcode != 0 || a.TokenParams != 1 {
 		t.Fatalf("answer %+v", a.Echo)
 	}
@@ -129,12 +131,12 @@ func TestShippedCaddyfilesAdapt(t *testing.T) {
 // The README's access-log filter removes a token a client sent itself.
 func TestAccessLogQueryFilterDeletesClientToken(t *testing.T) {
 	w := startWeChat(t, emulator.Config{})
-	c := startCaddyLogging(t, w, w.tokenBlock("stable"), `format filter {
+	c := startCaddyWith(t, w, w.tokenBlock("stable"), caddyOptions{accessFormat: `format filter {
 			request>uri query {
 				delete access_token
 			}
 			wrap json
-		}`)
+		}`})
 	const clientToken = "CLIENT-SENT-TOKEN-0123456789"
 	if a := get(t, c.url("/cgi-bin/user/info?openid=o1&access_token="+clientToken)); a.Errcode != 0 {
 		t.Fatalf("answer %+v", a.Echo)

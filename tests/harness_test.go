@@ -94,8 +94,16 @@ type caddy struct {
 	secrets []string // what must never reach a log, besides issued tokens
 	wechat  *wechat
 	config  string
+	opts    caddyOptions
+}
+
+// caddyOptions vary the config around the site.
+type caddyOptions struct {
 	// accessFormat is the access log's format block (default: json).
 	accessFormat string
+	// storage is the file_system storage directory (default: the
+	// instance's own); instances given the same one form a fleet.
+	storage string
 }
 
 type syncBuffer struct {
@@ -141,13 +149,14 @@ func (c *caddy) caddyfile(site string) string {
 }
 
 http://%s {
+	bind 127.0.0.1
 	log {
 		output file %s
 		%s
 	}
 	%s
 }
-`, c.admin, filepath.Join(c.dir, "data"), c.site, filepath.Join(c.dir, "access.log"), c.accessFormat, site)
+`, c.admin, c.opts.storage, c.site, filepath.Join(c.dir, "access.log"), c.opts.accessFormat, site)
 }
 
 // startCaddy runs Caddy with site (directives for the one site) against w.
@@ -155,30 +164,48 @@ http://%s {
 // issued or the app secret, or if the race detector spoke.
 func startCaddy(t *testing.T, w *wechat, site string) *caddy {
 	t.Helper()
-	return startCaddyLogging(t, w, site, "format json")
+	return startCaddyWith(t, w, site, caddyOptions{})
 }
 
-// startCaddyLogging is startCaddy with the access log's format block given.
-func startCaddyLogging(t *testing.T, w *wechat, site, accessFormat string) *caddy {
+// startCaddyWith is startCaddy with options.
+func startCaddyWith(t *testing.T, w *wechat, site string, opts caddyOptions) *caddy {
 	t.Helper()
-	c := &caddy{
-		t: t, dir: t.TempDir(), wechat: w, logs: &syncBuffer{}, exited: make(chan struct{}),
-		accessFormat: accessFormat,
-		admin:        fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		site:         fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+	dir := t.TempDir()
+	if opts.accessFormat == "" {
+		opts.accessFormat = "format json"
 	}
-	if w != nil {
-		c.secrets = append(c.secrets, w.Secret)
+	if opts.storage == "" {
+		opts.storage = filepath.Join(dir, "data")
 	}
-	c.config = filepath.Join(c.dir, "Caddyfile")
-	if err := os.WriteFile(c.config, []byte(c.caddyfile(site)), 0o600); err != nil {
+	var c *caddy
+	// A port found free may be taken by a parallel test before Caddy binds
+	// it: try again with other ports.
+	for attempt := 0; ; attempt++ {
+		c = &caddy{
+			t: t, dir: dir, wechat: w, logs: &syncBuffer{}, exited: make(chan struct{}), opts: opts,
+			admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+			site:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		}
+		if w != nil {
+			c.secrets = append(c.secrets, w.Secret)
+		}
+		c.config = filepath.Join(c.dir, "Caddyfile")
+		if err := os.WriteFile(c.config, []byte(c.caddyfile(site)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err := c.start(t, "--config", c.config, "--adapter", "caddyfile")
+		if err == nil {
+			return c
+		}
+		if attempt < 3 && strings.Contains(c.logs.String(), "address already in use") {
+			continue
+		}
 		t.Fatal(err)
 	}
-	c.start(t, "--config", c.config, "--adapter", "caddyfile")
-	return c
 }
 
-func (c *caddy) start(t *testing.T, args ...string) {
+// start runs Caddy with args and waits for its admin endpoint.
+func (c *caddy) start(t *testing.T, args ...string) error {
 	c.cmd = exec.Command(caddyBin, append([]string{"run"}, args...)...)
 	env := append(os.Environ(), "HOME="+c.dir, "XDG_DATA_HOME="+filepath.Join(c.dir, "xdg-data"), "XDG_CONFIG_HOME="+filepath.Join(c.dir, "xdg-config"))
 	if c.wechat != nil {
@@ -188,29 +215,31 @@ func (c *caddy) start(t *testing.T, args ...string) {
 	c.cmd.Stdout = c.logs
 	c.cmd.Stderr = c.logs
 	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	go func() {
 		_ = c.cmd.Wait()
 		close(c.exited)
 	}()
-	t.Cleanup(c.stop)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err := http.Get("http://" + c.admin + "/config/")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				t.Cleanup(c.stop)
+				return nil
 			}
 		}
 		select {
 		case <-c.exited:
-			t.Fatalf("caddy exited at start:\n%s", c.logs)
+			return fmt.Errorf("caddy exited at start:\n%s", c.logs)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("caddy did not start in time:\n%s", c.logs)
+			_ = c.cmd.Process.Kill()
+			<-c.exited
+			return fmt.Errorf("caddy did not start in time:\n%s", c.logs)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

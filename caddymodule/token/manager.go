@@ -64,8 +64,18 @@ type Options struct {
 	MinRefreshInterval time.Duration
 	// FetchTimeout bounds one call to the token endpoint.
 	FetchTimeout time.Duration
-	Logger       *zap.Logger
-	Clock        Clock
+	// Store, if set, shares the token with the other instances using it:
+	// a token found there is used instead of fetching, and renewals are
+	// made by one instance at a time under the store's lock.
+	Store Store
+	// LockWait bounds the wait for another instance's renewal before
+	// renewing alone (default 15 s).
+	LockWait time.Duration
+	// SecretID is SecretFingerprint of the AppSecret, kept with stored
+	// tokens to detect instances configured with different secrets.
+	SecretID string
+	Logger   *zap.Logger
+	Clock    Clock
 }
 
 // Manager holds the token of one app for one token API. It is safe for
@@ -83,11 +93,18 @@ type Manager struct {
 	current atomic.Pointer[Token]
 	flights singleflight.Group
 
+	store    Store
+	lockWait time.Duration
+	storeKey string
+	lockName string
+	secretID string
+
 	mu           sync.Mutex
 	refreshAhead time.Duration
 	limiter      *rate.Limiter
 	forcedAt     []time.Time // force_refresh calls in the last 24 hours
 	lastErr      error
+	warned       map[string]string // kind -> text of the last one-time warning
 	// attempt is closed when the fetch under way ends; it exists from
 	// construction until the first fetch ends, so that early requests wait
 	// for the first token instead of failing.
@@ -126,11 +143,16 @@ func NewManager(opts Options) (*Manager, error) {
 		refreshAhead: opts.RefreshAhead,
 		limiter:      rate.NewLimiter(rate.Every(opts.MinRefreshInterval), refreshBurst),
 		attempt:      make(chan struct{}),
+		warned:       map[string]string{},
+		store:        opts.Store,
+		lockWait:     opts.LockWait,
+		secretID:     opts.SecretID,
 		wake:         make(chan struct{}, 1),
 		ctx:          ctx,
 		cancel:       cancel,
 		done:         make(chan struct{}),
 	}
+	m.storeKey, m.lockName = StoreKey(m.appID, m.api)
 	m.logger.Store(opts.Logger)
 	go m.run()
 	return m, nil
@@ -151,6 +173,9 @@ func withDefaults(opts Options) Options {
 	}
 	if opts.Clock == nil {
 		opts.Clock = systemClock{}
+	}
+	if opts.LockWait == 0 {
+		opts.LockWait = lockWait
 	}
 	return opts
 }
@@ -184,12 +209,35 @@ func (m *Manager) Stop() {
 		<-m.done
 		m.log().Info("token manager stopped")
 		m.mu.Lock()
-		if m.attempt != nil {
-			close(m.attempt)
-			m.attempt = nil
-		}
+		m.releaseWaitersLocked()
 		m.mu.Unlock()
 	})
+}
+
+// beginAttempt marks a token attempt under way, for requests without a
+// valid token to wait on; call the returned function when it ends.
+func (m *Manager) beginAttempt() (end func()) {
+	m.mu.Lock()
+	if m.attempt == nil {
+		m.attempt = make(chan struct{})
+	}
+	attempt := m.attempt
+	m.mu.Unlock()
+	return func() {
+		m.mu.Lock()
+		if m.attempt == attempt {
+			m.releaseWaitersLocked()
+		}
+		m.mu.Unlock()
+	}
+}
+
+// releaseWaitersLocked wakes requests waiting for a token; m.mu is held.
+func (m *Manager) releaseWaitersLocked() {
+	if m.attempt != nil {
+		close(m.attempt)
+		m.attempt = nil
+	}
 }
 
 // Token returns the current token. Without a valid one it waits for a
@@ -269,7 +317,7 @@ func (m *Manager) replaceRejected(rejected string) (Token, error) {
 			zap.Duration("min_refresh_interval", m.minRefreshInterval()))
 		return Token{}, fmt.Errorf("refresh token for %s: %w", m.appID, ErrRefreshLimited)
 	}
-	tok, err := m.fetch(false, "rejected")
+	tok, err := m.obtain(false, "rejected", rejected)
 	if err != nil || tok.Value != rejected || m.api != Stable {
 		return tok, err
 	}
@@ -279,7 +327,7 @@ func (m *Manager) replaceRejected(rejected string) (Token, error) {
 		m.log().Warn("stable_token answered the rejected token again and force_refresh is not allowed now", zap.Error(err))
 		return tok, err
 	}
-	return m.fetch(true, "rejected, forced")
+	return m.obtain(true, "rejected, forced", rejected)
 }
 
 func (m *Manager) minRefreshInterval() time.Duration {
@@ -324,24 +372,9 @@ func (m *Manager) fly(ctx context.Context, fn func() (Token, error)) (Token, err
 	}
 }
 
-// fetch calls the token endpoint once and installs the result. It must run
-// inside a flight.
+// fetch calls the token endpoint once and installs the result. It runs
+// inside obtain, inside a flight.
 func (m *Manager) fetch(force bool, reason string) (Token, error) {
-	m.mu.Lock()
-	if m.attempt == nil {
-		m.attempt = make(chan struct{})
-	}
-	attempt := m.attempt
-	m.mu.Unlock()
-	defer func() {
-		m.mu.Lock()
-		if m.attempt == attempt {
-			close(attempt)
-			m.attempt = nil
-		}
-		m.mu.Unlock()
-	}()
-
 	ctx, cancel := context.WithTimeout(m.ctx, m.timeout)
 	defer cancel()
 	start := m.clock.Now()
@@ -398,29 +431,48 @@ func (m *Manager) poke() {
 // run is the proactive renewal loop.
 func (m *Manager) run() {
 	defer close(m.done)
+	if m.store != nil {
+		// Without a stored token, early requests keep waiting, now for the
+		// first fetch, which takes over the same attempt.
+		if stored, ok := m.loadShared(); ok && stored.ValidAt(m.clock.Now()) {
+			end := m.beginAttempt()
+			m.adopt(stored, "stored earlier by this or another instance")
+			end()
+		}
+	}
 	failures := 0
 	unchanged := false // the last renewal got the current token back
 	for {
 		delay := m.nextDelay(failures, unchanged)
 		if delay > 0 {
+			sleep := delay
+			if m.store != nil {
+				sleep = min(delay, syncPeriod(m.current.Load()))
+			}
 			m.log().Debug("next token renewal scheduled", zap.Duration("in", delay))
 			select {
 			case <-m.ctx.Done():
 				return
 			case <-m.wake:
 				continue
-			case <-m.clock.After(delay):
+			case <-m.clock.After(sleep):
+			}
+			if sleep < delay {
+				m.syncFromStore()
+				continue
 			}
 		}
 		if m.ctx.Err() != nil {
 			return
 		}
 		before := m.current.Load()
-		reason := "renewal"
+		reason, replacing := "renewal", ""
 		if before == nil {
 			reason = "first token"
+		} else {
+			replacing = before.Value
 		}
-		tok, err := m.fly(m.ctx, func() (Token, error) { return m.fetch(false, reason) })
+		tok, err := m.fly(m.ctx, func() (Token, error) { return m.obtain(false, reason, replacing) })
 		switch {
 		case err != nil:
 			failures++

@@ -1,0 +1,272 @@
+package token
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// memStore is a Store in memory. A lock is a one-slot channel per name.
+type memStore struct {
+	mu    sync.Mutex
+	data  map[string][]byte
+	locks map[string]chan struct{}
+	err   error // when set, every call fails with it
+}
+
+func newMemStore() *memStore {
+	return &memStore{data: map[string][]byte{}, locks: map[string]chan struct{}{}}
+}
+
+func (s *memStore) lock(name string) chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.locks[name] == nil {
+		s.locks[name] = make(chan struct{}, 1)
+	}
+	return s.locks[name]
+}
+
+func (s *memStore) failing() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+func (s *memStore) Lock(ctx context.Context, name string) error {
+	if err := s.failing(); err != nil {
+		return err
+	}
+	select {
+	case s.lock(name) <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *memStore) Unlock(_ context.Context, name string) error {
+	<-s.lock(name)
+	return nil
+}
+
+func (s *memStore) Load(_ context.Context, key string) ([]byte, error) {
+	if err := s.failing(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.data[key]
+	if !ok {
+		return nil, fs.ErrNotExist
+	}
+	return v, nil
+}
+
+func (s *memStore) Store(_ context.Context, key string, value []byte) error {
+	if err := s.failing(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.data[key] = value
+	return nil
+}
+
+func (s *memStore) put(t *testing.T, rec record) {
+	t.Helper()
+	b, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := StoreKey(rec.AppID, rec.API)
+	_ = s.Store(context.Background(), key, b)
+}
+
+func (s *memStore) stored(t *testing.T) record {
+	t.Helper()
+	key, _ := StoreKey("wxtest", Classic)
+	b, err := s.Load(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+func sharing(store *memStore, logs *zap.Logger) func(*Options) {
+	return func(o *Options) {
+		o.Store = store
+		o.SecretID = SecretFingerprint("wxtest", "secret")
+		o.LockWait = 100 * time.Millisecond
+		if logs != nil {
+			o.Logger = logs
+		}
+	}
+}
+
+func TestStoredTokenIsUsedWithoutFetching(t *testing.T) {
+	clock := newFakeClock()
+	store := newMemStore()
+	store.put(t, record{Version: 1, AppID: "wxtest", API: Classic, Token: "stored",
+		FetchedAt: clock.Now().Add(-time.Hour), ExpiresAt: clock.Now().Add(time.Hour), SecretID: SecretFingerprint("wxtest", "secret")})
+	f := &fakeFetcher{answer: sequential(2 * time.Hour)}
+	m := startManager(t, Classic, f, clock, sharing(store, nil))
+	if tok := mustToken(t, m); tok.Value != "stored" {
+		t.Fatalf("token %q", tok.Value)
+	}
+	if n := f.count(); n != 0 {
+		t.Fatalf("%d fetches with a valid stored token", n)
+	}
+}
+
+func TestTwoInstancesFetchOncePerRotation(t *testing.T) {
+	clock := newFakeClock()
+	store := newMemStore()
+	f := &fakeFetcher{answer: sequential(100 * time.Second)} // one WeChat for both
+	tweak := func(o *Options) { sharing(store, nil)(o); o.RefreshAhead = 20 * time.Second }
+	a := startManager(t, Classic, f, clock, tweak)
+	first := mustToken(t, a)
+	if rec := store.stored(t); rec.Token != first.Value || rec.SecretID == "" {
+		t.Fatalf("stored record %+v", rec)
+	}
+	b := startManager(t, Classic, f, clock, tweak)
+	if tok := mustToken(t, b); tok.Value != first.Value || f.count() != 1 {
+		t.Fatalf("second instance: %q after %d fetches", tok.Value, f.count())
+	}
+
+	// A rejection seen by both: one fetch, the other adopts.
+	next, err := a.Refresh(context.Background(), first.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := b.Refresh(context.Background(), first.Value); err != nil || tok.Value != next.Value {
+		t.Fatalf("second refresh: %q, %v (want %q)", tok.Value, err, next.Value)
+	}
+	if n := f.count(); n != 2 {
+		t.Fatalf("%d fetches after one rejection seen by two instances", n)
+	}
+
+	// Proactive renewals: both loops wake at once, one fetches.
+	for round := range 3 {
+		cur := mustToken(t, a)
+		clock.AdvanceTo(cur.ExpiresAt.Add(-20 * time.Second))
+		eventually(t, "both renewed", func() bool {
+			ta, tb := mustToken(t, a), mustToken(t, b)
+			return ta.Value != cur.Value && ta.Value == tb.Value
+		})
+		if n := f.count(); n != 3+round {
+			t.Fatalf("round %d: %d fetches, want %d", round, n, 3+round)
+		}
+	}
+}
+
+func TestBrokenStorageDegradesToLocal(t *testing.T) {
+	clock := newFakeClock()
+	store := newMemStore()
+	store.err = errors.New("disk on fire")
+	core, logs := observer.New(zap.WarnLevel)
+	f := &fakeFetcher{answer: sequential(100 * time.Second)}
+	m := startManager(t, Classic, f, clock, sharing(store, zap.New(core)))
+	if tok := mustToken(t, m); tok.Value != "tok1" {
+		t.Fatalf("token %q", tok.Value)
+	}
+	if _, err := m.Refresh(context.Background(), "tok1"); err != nil {
+		t.Fatal(err)
+	}
+	warnings := logs.FilterMessageSnippet("storage").Len() + logs.FilterMessageSnippet("lock").Len()
+	if warnings == 0 || warnings > 3 {
+		t.Fatalf("%d storage warnings for a lasting outage, want each kind once", warnings)
+	}
+	store.mu.Lock()
+	store.err = nil
+	store.mu.Unlock()
+	if _, err := m.Refresh(context.Background(), "tok2"); err != nil {
+		t.Fatal(err)
+	}
+	if rec := store.stored(t); rec.Token != "tok3" {
+		t.Fatalf("after recovery the store holds %q", rec.Token)
+	}
+}
+
+func TestCorruptOrForeignRecordsAreIgnored(t *testing.T) {
+	for name, value := range map[string]string{
+		"garbage":   "\x00not json",
+		"other app": `{"version":1,"app_id":"wxother","token_api":"classic","access_token":"x","fetched_at":"2026-01-01T00:00:00Z","expires_at":"2026-01-01T01:00:00Z"}`,
+		"no token":  `{"version":1,"app_id":"wxtest","token_api":"classic","fetched_at":"2026-01-01T00:00:00Z","expires_at":"2026-01-01T01:00:00Z"}`,
+		"future":    `{"version":2,"app_id":"wxtest","token_api":"classic","access_token":"x","fetched_at":"2026-01-01T00:00:00Z","expires_at":"2026-01-01T01:00:00Z"}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			clock := newFakeClock()
+			store := newMemStore()
+			key, _ := StoreKey("wxtest", Classic)
+			store.data[key] = []byte(value)
+			core, logs := observer.New(zap.WarnLevel)
+			f := &fakeFetcher{answer: sequential(100 * time.Second)}
+			m := startManager(t, Classic, f, clock, sharing(store, zap.New(core)))
+			if tok := mustToken(t, m); tok.Value != "tok1" {
+				t.Fatalf("token %q", tok.Value)
+			}
+			if logs.FilterMessageSnippet("corrupt").Len() == 0 {
+				t.Fatal("no warning about the record")
+			}
+			if rec := store.stored(t); rec.Token != "tok1" {
+				t.Fatalf("record not replaced: %+v", rec)
+			}
+		})
+	}
+}
+
+func TestDifferentSecretIsReportedNotFought(t *testing.T) {
+	clock := newFakeClock()
+	store := newMemStore()
+	store.put(t, record{Version: 1, AppID: "wxtest", API: Classic, Token: "theirs",
+		FetchedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour), SecretID: SecretFingerprint("wxtest", "other")})
+	core, logs := observer.New(zap.WarnLevel)
+	f := &fakeFetcher{answer: sequential(time.Hour)}
+	m := startManager(t, Classic, f, clock, sharing(store, zap.New(core)))
+	if tok := mustToken(t, m); tok.Value != "theirs" || f.count() != 0 {
+		t.Fatalf("token %q after %d fetches", tok.Value, f.count())
+	}
+	m.syncFromStore()
+	m.syncFromStore()
+	if n := logs.FilterMessageSnippet("different AppSecrets").Len(); n != 1 {
+		t.Fatalf("%d reports of the different secret, want 1", n)
+	}
+}
+
+func TestHeldLockIsWaitedForBoundedTime(t *testing.T) {
+	clock := newFakeClock()
+	store := newMemStore()
+	_, lockName := StoreKey("wxtest", Classic)
+	if err := store.Lock(context.Background(), lockName); err != nil { // a holder that crashed
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	f := &fakeFetcher{answer: sequential(time.Hour)}
+	m := startManager(t, Classic, f, clock, sharing(store, zap.New(core)))
+	if tok := mustToken(t, m); tok.Value != "tok1" {
+		t.Fatalf("token %q", tok.Value)
+	}
+	if logs.FilterMessageSnippet("renewing alone").Len() != 1 {
+		t.Fatal("no warning about the lock")
+	}
+}
+
+func TestSecretFingerprintHidesSecret(t *testing.T) {
+	fp := SecretFingerprint("wx1", "0123456789abcdef")
+	if len(fp) != 16 || strings.Contains(fp, "0123") || fp == SecretFingerprint("wx1", "other") || fp == SecretFingerprint("wx2", "0123456789abcdef") {
+		t.Fatalf("fingerprint %q", fp)
+	}
+}
