@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the same Caddy as cmd/caddy, with xcaddy: Caddy's standard modules
-# plus wechat_token from this checkout. Output: ./bin/caddy (or $OUTPUT).
+# Builds the same Caddy as cmd/caddy, with xcaddy: Caddy's standard modules,
+# the Redis storage module, and wechat_token from this checkout.
+# Output: ./bin/caddy (or $OUTPUT).
 #   ./xcaddy.sh                      # Caddy v2.11.9
 #   CADDY_VERSION=v2.11.9 OUTPUT=/usr/local/bin/caddy ./xcaddy.sh
 set -euo pipefail
@@ -22,6 +23,8 @@ fi
 # for unknown modules, which go does not treat as "use the replacement").
 "${xcaddy[@]}" build "$CADDY_VERSION" \
 	--output "$OUTPUT" \
+	--with github.com/pberkel/caddy-storage-redis@v1.8.1 \
 	--with github.com/caddy-wechat/caddy-wechat@v0.0.0=.
 "$OUTPUT" list-modules | grep -q '^http.handlers.wechat_token$'
-echo "built $OUTPUT with wechat_token"
+"$OUTPUT" list-modules | grep -q '^caddy.storage.redis$'
+echo "built $OUTPUT with wechat_token and storage redis"

@@ -104,6 +104,9 @@ type caddyOptions struct {
 	// storage is the file_system storage directory (default: the
 	// instance's own); instances given the same one form a fleet.
 	storage string
+	// storageConfig, if set, is the whole global storage option instead,
+	// such as a storage redis block.
+	storageConfig string
 }
 
 type syncBuffer struct {
@@ -140,7 +143,7 @@ func (c *caddy) caddyfile(site string) string {
 	admin %s
 	auto_https off
 	persist_config off
-	storage file_system %s
+	%s
 	log {
 		output stderr
 		format json
@@ -156,7 +159,14 @@ http://%s {
 	}
 	%s
 }
-`, c.admin, c.opts.storage, c.site, filepath.Join(c.dir, "access.log"), c.opts.accessFormat, site)
+`, c.admin, c.storageConfig(), c.site, filepath.Join(c.dir, "access.log"), c.opts.accessFormat, site)
+}
+
+func (c *caddy) storageConfig() string {
+	if c.opts.storageConfig != "" {
+		return c.opts.storageConfig
+	}
+	return "storage file_system " + c.opts.storage
 }
 
 // startCaddy runs Caddy with site (directives for the one site) against w.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"strings"
 	"sync"
@@ -268,5 +269,35 @@ func TestSecretFingerprintHidesSecret(t *testing.T) {
 	fp := SecretFingerprint("wx1", "0123456789abcdef")
 	if len(fp) != 16 || strings.Contains(fp, "0123") || fp == SecretFingerprint("wx1", "other") || fp == SecretFingerprint("wx2", "0123456789abcdef") {
 		t.Fatalf("fingerprint %q", fp)
+	}
+}
+
+// Instances whose clocks disagree by seconds still fetch once per
+// rotation: the one that is ahead renews, the other adopts its token.
+func TestClockSkewBetweenInstances(t *testing.T) {
+	clockA, clockB := newFakeClock(), newFakeClock()
+	clockB.Advance(-3 * time.Second) // B runs 3 s behind
+	store := newMemStore()
+	f := &fakeFetcher{answer: func(n int, _ bool) (Fetched, error) {
+		return Fetched{Value: fmt.Sprintf("tok%d", n), ExpiresIn: 100 * time.Second}, nil
+	}}
+	tweak := func(o *Options) { sharing(store, nil)(o); o.RefreshAhead = 20 * time.Second }
+	a := startManager(t, Classic, f, clockA, tweak)
+	first := mustToken(t, a)
+	b := startManager(t, Classic, f, clockB, tweak)
+	if tok := mustToken(t, b); tok.Value != first.Value {
+		t.Fatalf("B: %q", tok.Value)
+	}
+	for round := range 3 {
+		cur := mustToken(t, a)
+		renewAt := cur.ExpiresAt.Add(-20 * time.Second)
+		clockA.AdvanceTo(renewAt)
+		eventually(t, "A renewed", func() bool { return mustToken(t, a).Value != cur.Value })
+		// B reaches the same moment by its own clock 3 s later.
+		clockB.AdvanceTo(renewAt)
+		eventually(t, "B has A's token", func() bool { return mustToken(t, b).Value == mustToken(t, a).Value })
+		if n := f.count(); n != 2+round {
+			t.Fatalf("round %d: %d fetches, want %d", round, n, 2+round)
+		}
 	}
 }

@@ -1,4 +1,5 @@
-// Command caddy is Caddy with its standard modules and wechat_token.
+// Command caddy is Caddy with its standard modules, wechat_token, and the
+// Redis storage module with which a fleet of instances shares its token.
 package main
 
 import (
@@ -6,6 +7,9 @@ import (
 
 	// The standard modules, as in the official Caddy build.
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	// storage redis { ... }: one token for instances on several hosts.
+	_ "github.com/pberkel/caddy-storage-redis"
 
 	_ "github.com/caddy-wechat/caddy-wechat"
 )

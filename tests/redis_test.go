@@ -1,0 +1,97 @@
+package tests
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-wechat/caddy-wechat/emulator"
+)
+
+// startRedis runs a throwaway redis-server on a loopback port. The test
+// fails, not skips, without one: make test and .ci/run install it.
+func startRedis(t *testing.T) int {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatal("redis-server is not installed (make test installs it; or apt-get install redis-server)")
+	}
+	port := freePort(t)
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			_, _ = conn.Write([]byte("PING\r\n"))
+			line, _ := bufio.NewReader(conn).ReadString('\n')
+			conn.Close()
+			if line == "+PONG\r\n" {
+				return port
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server did not answer on port %d", port)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The fleet test again, with the instances coordinating through Redis.
+func TestFleetOnRedisFetchesOncePerRotation(t *testing.T) {
+	port := startRedis(t)
+	w := startWeChat(t, emulator.Config{TokenTTL: 4 * time.Second, Overlap: time.Second})
+	storage := fmt.Sprintf("storage redis {\n\t\thost 127.0.0.1\n\t\tport %d\n\t\tkey_prefix wechat_it\n\t}", port)
+	var fleet []*caddy
+	for range 3 {
+		fleet = append(fleet, startCaddyWith(t, w, w.tokenBlock("classic", "refresh_ahead 1s"), caddyOptions{storageConfig: storage}))
+	}
+	if a := get(t, fleet[0].url("/cgi-bin/user/info?openid=o1")); a.Errcode != 0 {
+		t.Fatalf("first request: %+v", a.Echo)
+	}
+	until := time.Now().Add(10 * time.Second)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var ok int
+	var failed []string
+	for _, c := range fleet {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, f := load(t, c, 2, until)
+			mu.Lock()
+			ok += n
+			failed = append(failed, f...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if len(failed) > 0 {
+		t.Fatalf("%d of %d requests failed, first: %s", len(failed), ok+len(failed), failed[0])
+	}
+	// One instance alone fetches the first token and one every 3 s.
+	if n := w.Stats().ClassicIssued; n < 3 || n > 6 {
+		t.Fatalf("the fleet fetched %d tokens in 10 s of 4 s lifetimes", n)
+	}
+	// Restarting the fleet's first member fetches nothing.
+	before := w.issued()
+	fleet[0].stop()
+	again := startCaddyWith(t, w, w.tokenBlock("classic", "refresh_ahead 1s"), caddyOptions{storageConfig: storage})
+	if a := get(t, again.url("/cgi-bin/user/info?openid=o1")); a.Errcode != 0 {
+		t.Fatalf("restarted: %+v", a.Echo)
+	}
+	if n := w.issued(); n > before+1 { // a renewal may fall due meanwhile
+		t.Fatalf("restart fetched %d tokens", n-before)
+	}
+}
