@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -63,22 +62,7 @@ func TestFleetOnSharedStorageFetchesOncePerRotation(t *testing.T) {
 		fleet = append(fleet, startCaddyWith(t, w, w.tokenBlock("classic", "refresh_ahead 1s"), caddyOptions{storage: storage}))
 	}
 	until := time.Now().Add(12 * time.Second)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var ok int
-	var failed []string
-	for _, c := range fleet {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			n, f := load(t, c, 2, until)
-			mu.Lock()
-			ok += n
-			failed = append(failed, f...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+	ok, failed := loadFleet(t, fleet, until)
 	if len(failed) > 0 {
 		t.Fatalf("%d of %d requests failed, first: %s", len(failed), ok+len(failed), failed[0])
 	}

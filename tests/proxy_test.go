@@ -201,6 +201,25 @@ func load(t *testing.T, c *caddy, workers int, until time.Time) (ok int, failed 
 	return ok, failed
 }
 
+// loadFleet runs load against every instance at once.
+func loadFleet(t *testing.T, fleet []*caddy, until time.Time) (ok int, failed []string) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, c := range fleet {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, f := load(t, c, 2, until)
+			mu.Lock()
+			ok += n
+			failed = append(failed, f...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return ok, failed
+}
+
 func TestProactiveRenewalAcrossShortLifetimes(t *testing.T) {
 	apis(t, func(t *testing.T, api string) {
 		w := startWeChat(t, emulator.Config{TokenTTL: 3 * time.Second, Overlap: time.Second, StableWindow: time.Second})

@@ -6,7 +6,6 @@ import (
 	"net"
 	"os/exec"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -61,22 +60,7 @@ func TestFleetOnRedisFetchesOncePerRotation(t *testing.T) {
 		t.Fatalf("first request: %+v", a.Echo)
 	}
 	until := time.Now().Add(10 * time.Second)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var ok int
-	var failed []string
-	for _, c := range fleet {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			n, f := load(t, c, 2, until)
-			mu.Lock()
-			ok += n
-			failed = append(failed, f...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+	ok, failed := loadFleet(t, fleet, until)
 	if len(failed) > 0 {
 		t.Fatalf("%d of %d requests failed, first: %s", len(failed), ok+len(failed), failed[0])
 	}
