@@ -60,17 +60,23 @@ func Explain(code int64) Explanation {
 
 var ipInErrmsg = regexp.MustCompile(`invalid ip ([0-9a-fA-F.:]+)`)
 
-// Describe renders an errcode as one line for logs and status output, adding
-// the caller IP WeChat reports for whitelist errors, since that IP (the
-// proxy's egress address as WeChat sees it) is what the operator must add.
+// Describe renders an errcode as one line for logs and errors: its
+// meaning (see Meaning) and what to do about it.
 func Describe(code int64, errmsg string) string {
-	e := Explain(code)
-	s := e.Meaning
+	s := Meaning(code, errmsg)
+	if hint := Explain(code).Hint; hint != "" {
+		s += "; " + hint
+	}
+	return s
+}
+
+// Meaning is what an errcode means, with the caller IP WeChat reports for
+// whitelist errors added, since that IP (the proxy's egress address as
+// WeChat sees it) is what the operator must add.
+func Meaning(code int64, errmsg string) string {
+	s := Explain(code).Meaning
 	if m := ipInErrmsg.FindStringSubmatch(errmsg); m != nil && (code == 40164 || code == 61004) {
 		s += "; WeChat saw the IP " + m[1]
-	}
-	if e.Hint != "" {
-		s += "; " + e.Hint
 	}
 	return s
 }

@@ -104,6 +104,9 @@ type Manager struct {
 	limiter      *rate.Limiter
 	forcedAt     []time.Time // force_refresh calls in the last 24 hours
 	lastErr      error
+	lastErrAt    time.Time
+	counts       counts
+	fetchedHere  bool              // this instance fetched the current token (not adopted it)
 	warned       map[string]string // kind -> text of the last one-time warning
 	// attempt is closed when the fetch under way ends; it exists from
 	// construction until the first fetch ends, so that early requests wait
@@ -285,7 +288,7 @@ func (m *Manager) Refresh(ctx context.Context, rejected string) (Token, error) {
 		var ran atomic.Bool
 		tok, err := m.fly(ctx, func() (Token, error) {
 			ran.Store(true)
-			return m.replaceRejected(rejected)
+			return m.replace(rejected, true, "rejected")
 		})
 		if err != nil {
 			return Token{}, err
@@ -302,8 +305,24 @@ func (m *Manager) Refresh(ctx context.Context, rejected string) (Token, error) {
 	return Token{}, fmt.Errorf("WeChat still answers the rejected token for %s", m.appID)
 }
 
-// replaceRejected runs inside a flight.
-func (m *Manager) replaceRejected(rejected string) (Token, error) {
+// RenewNow replaces the current token at once, as an operator asks through
+// the admin API: through the same single flight and rate limit as
+// rejections. With the stable API, which answers the current token until
+// its last minutes, only force (force_refresh, within WeChat's limits)
+// gets a new one; renewed reports whether a new token came of it.
+func (m *Manager) RenewNow(ctx context.Context, force bool) (tok Token, renewed bool, err error) {
+	var current string
+	if t := m.current.Load(); t != nil {
+		current = t.Value
+	}
+	tok, err = m.fly(ctx, func() (Token, error) { return m.replace(current, force, "admin request") })
+	return tok, err == nil && tok.Value != current, err
+}
+
+// replace replaces the token rejected; it runs inside a flight. With the
+// stable API, allowForce permits a force_refresh when the normal call
+// answers the rejected token again.
+func (m *Manager) replace(rejected string, allowForce bool, reason string) (Token, error) {
 	now := m.clock.Now()
 	// A flight that ended just before this one may have replaced it already.
 	if t := m.current.Load(); t.ValidAt(now) && t.Value != rejected {
@@ -317,8 +336,13 @@ func (m *Manager) replaceRejected(rejected string) (Token, error) {
 			zap.Duration("min_refresh_interval", m.minRefreshInterval()))
 		return Token{}, fmt.Errorf("refresh token for %s: %w", m.appID, ErrRefreshLimited)
 	}
-	tok, err := m.obtain(false, "rejected", rejected)
-	if err != nil || tok.Value != rejected || m.api != Stable {
+	tok, err := m.obtain(false, reason, rejected)
+	if err == nil && tok.Value != rejected {
+		m.mu.Lock()
+		m.counts.renewedOnDemand++
+		m.mu.Unlock()
+	}
+	if err != nil || tok.Value != rejected || m.api != Stable || !allowForce {
 		return tok, err
 	}
 	// stable_token answers the same token until its last minutes; only a
@@ -327,7 +351,13 @@ func (m *Manager) replaceRejected(rejected string) (Token, error) {
 		m.log().Warn("stable_token answered the rejected token again and force_refresh is not allowed now", zap.Error(err))
 		return tok, err
 	}
-	return m.obtain(true, "rejected, forced", rejected)
+	tok, err = m.obtain(true, reason+", forced", rejected)
+	if err == nil && tok.Value != rejected {
+		m.mu.Lock()
+		m.counts.renewedOnDemand++
+		m.mu.Unlock()
+	}
+	return tok, err
 }
 
 func (m *Manager) minRefreshInterval() time.Duration {
@@ -383,7 +413,8 @@ func (m *Manager) fetch(force bool, reason string) (Token, error) {
 	if err != nil {
 		err = fmt.Errorf("fetch %s token for %s: %w", m.api, m.appID, err)
 		m.mu.Lock()
-		m.lastErr = err
+		m.lastErr, m.lastErrAt = err, m.clock.Now()
+		m.counts.fetchFailures++
 		m.mu.Unlock()
 		fields := []zap.Field{zap.String("reason", reason), zap.Bool("force_refresh", force), zap.Error(err)}
 		var apiErr *APIError
@@ -406,6 +437,8 @@ func (m *Manager) fetch(force bool, reason string) (Token, error) {
 	m.current.Store(tok)
 	m.mu.Lock()
 	m.lastErr = nil
+	m.counts.fetches++
+	m.fetchedHere = true
 	m.mu.Unlock()
 	if unchanged {
 		m.log().Debug("token endpoint answered the current token",

@@ -121,6 +121,8 @@ func (m *Manager) adopt(tok *Token, why string) {
 	m.current.Store(tok)
 	m.mu.Lock()
 	m.lastErr = nil
+	m.counts.adopted++
+	m.fetchedHere = false
 	m.mu.Unlock()
 	m.log().Info("access_token taken from shared storage", zap.String("reason", why),
 		zap.Duration("expires_in", tok.ExpiresAt.Sub(m.clock.Now()).Round(time.Second)))

@@ -1,0 +1,144 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
+)
+
+func init() {
+	caddy.RegisterModule(adminAPI{})
+}
+
+// adminAPI serves the wechat_token routes of Caddy's admin endpoint:
+//
+//	GET  /wechat_token/apps                       status of every app's token
+//	POST /wechat_token/apps/{app_id}/refresh      renew now (?force=1: stable force_refresh;
+//	                                              ?token_api=stable|classic to pick one)
+//
+// Neither ever shows a token or a secret. They are as protected as the
+// admin endpoint itself (loopback by default).
+type adminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (adminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.wechat_token",
+		New: func() caddy.Module { return new(adminAPI) },
+	}
+}
+
+// Routes implements caddy.AdminRouter.
+func (a adminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/wechat_token/", Handler: caddy.AdminHandlerFunc(a.serve)}}
+}
+
+func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	path := strings.TrimPrefix(r.URL.Path, "/wechat_token/")
+	switch {
+	case path == "apps":
+		if r.Method != http.MethodGet {
+			return methodNotAllowed(w, http.MethodGet)
+		}
+		statuses := []token.Status{}
+		for _, m := range loadedManagers("", "") {
+			statuses = append(statuses, m.Status())
+		}
+		return writeJSON(w, http.StatusOK, statuses)
+	case strings.HasPrefix(path, "apps/") && strings.HasSuffix(path, "/refresh"):
+		appID := strings.TrimSuffix(strings.TrimPrefix(path, "apps/"), "/refresh")
+		if r.Method != http.MethodPost {
+			return methodNotAllowed(w, http.MethodPost)
+		}
+		return a.refresh(w, r, appID)
+	}
+	return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no such wechat_token admin route: %s", r.URL.Path)}
+}
+
+// refreshResult is the answer for one app and token API.
+type refreshResult struct {
+	AppID     string             `json:"app_id"`
+	TokenAPI  token.API          `json:"token_api"`
+	Renewed   bool               `json:"renewed"`
+	ExpiresAt *time.Time         `json:"expires_at,omitempty"`
+	Note      string             `json:"note,omitempty"`
+	Error     *token.ErrorStatus `json:"error,omitempty"`
+}
+
+func (a adminAPI) refresh(w http.ResponseWriter, r *http.Request, appID string) error {
+	api := r.URL.Query().Get("token_api")
+	matches := loadedManagers(appID, token.API(api))
+	if len(matches) == 0 {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no loaded wechat_token config for app_id %q", appID)}
+	}
+	force := r.URL.Query().Get("force") == "1"
+	var results []refreshResult
+	status := http.StatusOK
+	for _, m := range matches {
+		tok, renewed, err := m.RenewNow(r.Context(), force)
+		res := refreshResult{AppID: m.AppID(), TokenAPI: m.API()}
+		if err != nil {
+			status = http.StatusBadGateway
+			res.Error = &token.ErrorStatus{Message: err.Error(), Meaning: "renewal failed", At: time.Now()}
+			if errors.Is(err, token.ErrRefreshLimited) {
+				status = http.StatusTooManyRequests
+				res.Error.Meaning = "refresh rate limit reached (min_refresh_interval)"
+			} else if after := m.Status(); after.LastError != nil {
+				res.Error = after.LastError
+			}
+		} else {
+			expires := tok.ExpiresAt
+			res.ExpiresAt = &expires
+			res.Renewed = renewed
+			if !res.Renewed && m.API() == token.Stable && !force {
+				res.Note = "stable_token hands out a new token only in the last 5 minutes of the current one; add ?force=1 to force_refresh (20 a day)"
+			}
+		}
+		results = append(results, res)
+	}
+	return writeJSON(w, status, results)
+}
+
+// loadedManagers lists the managers of loaded configs, optionally only
+// those for appID and api, in a stable order.
+func loadedManagers(appID string, api token.API) []*token.Manager {
+	var out []*token.Manager
+	managers.Range(func(_, value any) bool {
+		m := value.(pooledManager).Manager
+		if (appID == "" || m.AppID() == appID) && (api == "" || m.API() == api) {
+			out = append(out, m)
+		}
+		return true
+	})
+	slices.SortFunc(out, func(a, b *token.Manager) int {
+		return strings.Compare(a.AppID()+string(a.API()), b.AppID()+string(b.API()))
+	})
+	return out
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) error {
+	w.Header().Set("Allow", allow)
+	return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method not allowed; use %s", allow)}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, err = w.Write(body)
+	return err
+}
+
+// Interface guard
+var _ caddy.AdminRouter = adminAPI{}

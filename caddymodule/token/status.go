@@ -1,0 +1,81 @@
+package token
+
+import (
+	"errors"
+	"time"
+)
+
+// counts are what a manager has done since it started.
+type counts struct {
+	fetches         int // successful calls to the token endpoint
+	fetchFailures   int
+	adopted         int // tokens taken from shared storage
+	renewedOnDemand int // replacements after a rejection or an admin request
+}
+
+// Status describes a manager for operators. It never holds the token.
+type Status struct {
+	AppID    string `json:"app_id"`
+	TokenAPI API    `json:"token_api"`
+	// Valid says whether a token usable now is held.
+	Valid       bool       `json:"valid"`
+	FetchedAt   *time.Time `json:"fetched_at,omitempty"`
+	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+	SecondsLeft int64      `json:"seconds_left"`
+	// Fetches counts calls to WeChat's token endpoint that gave a token;
+	// FetchFailures the others.
+	Fetches       int `json:"fetches"`
+	FetchFailures int `json:"fetch_failures"`
+	// AdoptedFromStorage counts tokens taken from another instance.
+	AdoptedFromStorage int `json:"adopted_from_storage"`
+	// PassiveRefreshes counts tokens replaced after WeChat rejected them
+	// or an operator asked.
+	PassiveRefreshes int `json:"passive_refreshes"`
+	// HoldsRenewal says whether this instance fetched the current token,
+	// rather than adopting it from the fleet's storage.
+	HoldsRenewal bool         `json:"holds_renewal"`
+	LastError    *ErrorStatus `json:"last_error,omitempty"`
+}
+
+// ErrorStatus is the last failed fetch, explained.
+type ErrorStatus struct {
+	Errcode int64     `json:"errcode,omitempty"`
+	Meaning string    `json:"meaning"`
+	Hint    string    `json:"hint,omitempty"`
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
+// AppID is the app this manager holds tokens for.
+func (m *Manager) AppID() string { return m.appID }
+
+// API is the token API this manager uses.
+func (m *Manager) API() API { return m.api }
+
+// Status reports the manager's state.
+func (m *Manager) Status() Status {
+	now := m.clock.Now()
+	st := Status{AppID: m.appID, TokenAPI: m.api}
+	if t := m.current.Load(); t != nil {
+		fetched, expires := t.FetchedAt, t.ExpiresAt
+		st.FetchedAt, st.ExpiresAt = &fetched, &expires
+		st.Valid = t.ValidAt(now)
+		st.SecondsLeft = max(int64(expires.Sub(now)/time.Second), 0)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st.Fetches, st.FetchFailures = m.counts.fetches, m.counts.fetchFailures
+	st.AdoptedFromStorage, st.PassiveRefreshes = m.counts.adopted, m.counts.renewedOnDemand
+	st.HoldsRenewal = m.fetchedHere
+	if m.lastErr != nil {
+		st.LastError = &ErrorStatus{Meaning: "token endpoint unreachable or answering garbage", Message: m.lastErr.Error(), At: m.lastErrAt}
+		var apiErr *APIError
+		if errors.As(m.lastErr, &apiErr) {
+			e := Explain(apiErr.Code)
+			st.LastError.Errcode = apiErr.Code
+			st.LastError.Meaning = Meaning(apiErr.Code, apiErr.Msg)
+			st.LastError.Hint = e.Hint
+		}
+	}
+	return st
+}
