@@ -158,7 +158,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if loaded {
 		h.manager.Reconfigure(tunables)
 	}
-	return nil
+	return registerMetrics(ctx.GetMetricsRegistry())
 }
 
 // settings expands placeholders and checks every field, naming it in the
@@ -282,6 +282,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err != nil {
 		h.logger.Debug("token rejected and no new token to retry with; passing WeChat's answer on",
 			zap.Int64("errcode", code), zap.String("path", r.URL.Path), zap.Error(err))
+		h.manager.NoteRetry(token.RetryNotRetried)
 		return holder.Release()
 	}
 	h.logger.Debug("token rejected; retrying with the renewed token",
@@ -295,7 +296,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	r.URL.RawQuery = wxhttp.WithToken(stripped, wxhttp.TokenParam(fresh.Value))
 	replayable()
-	return next.ServeHTTP(w, r)
+	// The second answer goes to the client whatever it is; it is held
+	// back only to count the outcome.
+	second := wxhttp.NewResponseHolder(w, inspectLimit)
+	err = next.ServeHTTP(second, r)
+	outcome := token.RetryOK
+	if body, held := second.Held(); err != nil {
+		outcome = token.RetryError
+	} else if code, ok := wxhttp.Errcode(body); held && ok && code != 0 {
+		outcome = token.RetryError
+	}
+	h.manager.NoteRetry(outcome)
+	if releaseErr := second.Release(); err == nil {
+		err = releaseErr
+	}
+	return err
 }
 
 // bufferBody reads a request body of up to MaxReplayBody bytes into memory

@@ -106,6 +106,8 @@ type Manager struct {
 	lastErr      error
 	lastErrAt    time.Time
 	counts       counts
+	latency      latency
+	retries      map[string]int
 	fetchedHere  bool              // this instance fetched the current token (not adopted it)
 	warned       map[string]string // kind -> text of the last one-time warning
 	// attempt is closed when the fetch under way ends; it exists from
@@ -408,7 +410,11 @@ func (m *Manager) fetch(force bool, reason string) (Token, error) {
 	ctx, cancel := context.WithTimeout(m.ctx, m.timeout)
 	defer cancel()
 	start := m.clock.Now()
+	began := time.Now()
 	fetched, err := m.fetcher.Fetch(ctx, force)
+	m.mu.Lock()
+	m.latency.observe(time.Since(began))
+	m.mu.Unlock()
 	prev := m.current.Load()
 	if err != nil {
 		err = fmt.Errorf("fetch %s token for %s: %w", m.api, m.appID, err)

@@ -79,3 +79,91 @@ func (m *Manager) Status() Status {
 	}
 	return st
 }
+
+// fetchBuckets are the upper bounds, in seconds, of the fetch latency
+// histogram.
+var fetchBuckets = []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// latency is a histogram of fetch durations.
+type latency struct {
+	counts []uint64 // per bucket, not cumulative; the last is +Inf
+	sum    float64
+	n      uint64
+}
+
+func (l *latency) observe(d time.Duration) {
+	if l.counts == nil {
+		l.counts = make([]uint64, len(fetchBuckets)+1)
+	}
+	s := d.Seconds()
+	i := 0
+	for i < len(fetchBuckets) && s > fetchBuckets[i] {
+		i++
+	}
+	l.counts[i]++
+	l.sum += s
+	l.n++
+}
+
+// Histogram is a snapshot of the fetch latency: cumulative counts by upper
+// bound in seconds, as Prometheus wants them.
+type Histogram struct {
+	Buckets map[float64]uint64
+	Sum     float64
+	Count   uint64
+}
+
+// Merge adds o to h.
+func (h *Histogram) Merge(o Histogram) {
+	if h.Buckets == nil {
+		h.Buckets = map[float64]uint64{}
+	}
+	for k, v := range o.Buckets {
+		h.Buckets[k] += v
+	}
+	h.Sum += o.Sum
+	h.Count += o.Count
+}
+
+// FetchLatency returns the histogram of token endpoint call durations.
+func (m *Manager) FetchLatency() Histogram {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h := Histogram{Buckets: map[float64]uint64{}, Sum: m.latency.sum, Count: m.latency.n}
+	var cum uint64
+	for i, bound := range fetchBuckets {
+		if m.latency.counts != nil {
+			cum += m.latency.counts[i]
+		}
+		h.Buckets[bound] = cum
+	}
+	return h
+}
+
+// Retry outcomes for NoteRetry.
+const (
+	RetryOK         = "ok"          // replayed, answered without error
+	RetryError      = "error"       // replayed, answered with an error
+	RetryNotRetried = "not_retried" // no new token: WeChat's answer passed on
+)
+
+// NoteRetry counts a request whose token WeChat rejected, by outcome.
+func (m *Manager) NoteRetry(outcome string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.retries == nil {
+		m.retries = map[string]int{}
+	}
+	m.retries[outcome]++
+}
+
+// Retries returns NoteRetry's counts.
+func (m *Manager) Retries() map[string]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]int{RetryOK: 0, RetryError: 0, RetryNotRetried: 0}
+	for k, v := range m.retries {
+		out[k] = v
+	}
+	return out
+}

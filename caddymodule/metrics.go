@@ -1,0 +1,96 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
+)
+
+// Metrics are read from the token managers when scraped: the managers
+// outlive configs, so their counts carry across reloads. Label values are
+// bounded: app IDs from the config, the two token APIs, fixed outcomes.
+var (
+	appLabels    = []string{"app_id", "token_api"}
+	descFetches  = prometheus.NewDesc("caddy_wechat_token_fetches_total", "Calls to WeChat's token endpoint, by result (ok, error).", append(appLabels, "result"), nil)
+	descAdopted  = prometheus.NewDesc("caddy_wechat_token_adopted_total", "Tokens taken from shared storage, renewed by another instance.", appLabels, nil)
+	descPassive  = prometheus.NewDesc("caddy_wechat_token_passive_refreshes_total", "Tokens replaced after WeChat rejected them or an operator asked.", appLabels, nil)
+	descRetries  = prometheus.NewDesc("caddy_wechat_token_retried_requests_total", "Requests whose token WeChat rejected, by outcome: ok and error (replayed with a new token, answered without or with an error), not_retried (no new token; WeChat's answer passed on).", append(appLabels, "outcome"), nil)
+	descExpiry   = prometheus.NewDesc("caddy_wechat_token_seconds_until_expiry", "Seconds until the current token expires; 0 without a valid token.", appLabels, nil)
+	descDuration = prometheus.NewDesc("caddy_wechat_token_fetch_duration_seconds", "Duration of calls to WeChat's token endpoint.", appLabels, nil)
+)
+
+type collector struct{}
+
+// theCollector is registered with each config's registry.
+var theCollector collector
+
+// registerMetrics adds the collector to a config's registry; every handler
+// of the config asks, the first one does it.
+func registerMetrics(reg *prometheus.Registry) error {
+	if reg == nil {
+		return nil
+	}
+	if err := reg.Register(theCollector); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
+		return fmt.Errorf("wechat_token: register metrics: %w", err)
+	}
+	return nil
+}
+
+// Describe implements prometheus.Collector.
+func (collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descFetches, descAdopted, descPassive, descRetries, descExpiry, descDuration} {
+		ch <- d
+	}
+}
+
+// appMetrics sums the managers of one app and token API (several exist
+// when configs differ in api_base or secret).
+type appMetrics struct {
+	status   token.Status
+	retries  map[string]int
+	duration token.Histogram
+}
+
+// Collect implements prometheus.Collector.
+func (collector) Collect(ch chan<- prometheus.Metric) {
+	byApp := map[[2]string]*appMetrics{}
+	var order [][2]string
+	for _, m := range loadedManagers("", "") {
+		key := [2]string{m.AppID(), string(m.API())}
+		st := m.Status()
+		a := byApp[key]
+		if a == nil {
+			a = &appMetrics{status: st, retries: m.Retries(), duration: m.FetchLatency()}
+			byApp[key] = a
+			order = append(order, key)
+			continue
+		}
+		a.status.Fetches += st.Fetches
+		a.status.FetchFailures += st.FetchFailures
+		a.status.AdoptedFromStorage += st.AdoptedFromStorage
+		a.status.PassiveRefreshes += st.PassiveRefreshes
+		a.status.SecondsLeft = max(a.status.SecondsLeft, st.SecondsLeft)
+		for k, v := range m.Retries() {
+			a.retries[k] += v
+		}
+		a.duration.Merge(m.FetchLatency())
+	}
+	for _, key := range order {
+		a, labels := byApp[key], key[:]
+		ch <- prometheus.MustNewConstMetric(descFetches, prometheus.CounterValue, float64(a.status.Fetches), append(labels, "ok")...)
+		ch <- prometheus.MustNewConstMetric(descFetches, prometheus.CounterValue, float64(a.status.FetchFailures), append(labels, "error")...)
+		ch <- prometheus.MustNewConstMetric(descAdopted, prometheus.CounterValue, float64(a.status.AdoptedFromStorage), labels...)
+		ch <- prometheus.MustNewConstMetric(descPassive, prometheus.CounterValue, float64(a.status.PassiveRefreshes), labels...)
+		for outcome, n := range a.retries {
+			ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(n), append(labels, outcome)...)
+		}
+		ch <- prometheus.MustNewConstMetric(descExpiry, prometheus.GaugeValue, float64(a.status.SecondsLeft), labels...)
+		ch <- prometheus.MustNewConstHistogram(descDuration, a.duration.Count, a.duration.Sum, a.duration.Buckets, labels...)
+	}
+}
+
+// Interface guard
+var _ prometheus.Collector = collector{}
