@@ -5,10 +5,12 @@ package caddymodule
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -299,7 +301,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// The second answer goes to the client whatever it is; it is held
 	// back only to count the outcome.
 	second := wxhttp.NewResponseHolder(w, inspectLimit)
-	err = next.ServeHTTP(second, r)
+	err = next.ServeHTTP(second, withOwnVars(r))
 	outcome := token.RetryOK
 	if body, held := second.Held(); err != nil {
 		outcome = token.RetryError
@@ -311,6 +313,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		err = releaseErr
 	}
 	return err
+}
+
+// withOwnVars gives a replay its own copy of the request's variables:
+// the transport may still be dialing for the first attempt in the
+// background, reading the variables that reverse_proxy writes again for
+// the second.
+func withOwnVars(r *http.Request) *http.Request {
+	vars, ok := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if !ok {
+		return r
+	}
+	return r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, maps.Clone(vars)))
 }
 
 // bufferBody reads a request body of up to MaxReplayBody bytes into memory
@@ -353,16 +367,21 @@ func (h *Handler) bufferBody(r *http.Request) (rewind func(), err error) {
 // unavailable answers at once when no valid token exists, in WeChat's error
 // shape so that client SDKs report it as they would a WeChat error.
 func (h *Handler) unavailable(w http.ResponseWriter, cause error) error {
+	return writeWeChatError(w, http.StatusServiceUnavailable, "wechat_token: "+cause.Error())
+}
+
+// writeWeChatError answers {"errcode":-1,"errmsg":errmsg} with status.
+func writeWeChatError(w http.ResponseWriter, status int, errmsg string) error {
 	body, err := json.Marshal(struct {
 		Errcode int    `json:"errcode"`
 		Errmsg  string `json:"errmsg"`
-	}{-1, "wechat_token: " + cause.Error()})
+	}{-1, errmsg})
 	if err != nil {
-		return caddyhttp.Error(http.StatusServiceUnavailable, err)
+		return caddyhttp.Error(status, err)
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusServiceUnavailable)
+	w.WriteHeader(status)
 	_, err = w.Write(body)
 	return err
 }
