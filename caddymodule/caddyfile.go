@@ -37,8 +37,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
+	directive := d.Val()
 	if d.NextArg() {
-		return d.Errf("wechat_token takes no arguments on its line; configure it in a block")
+		return d.Errf("%s takes no arguments on its line; configure it in a block", directive)
 	}
 	values := map[string]*string{
 		"app_id": &h.AppID, "app_secret": &h.AppSecret, "token_api": &h.TokenAPI, "api_base": &h.APIBase,
@@ -89,7 +90,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.MaxReplayBody = int64(n)
 		default:
-			return d.Errf("unrecognized wechat_token option %q", option)
+			return d.Errf("unrecognized %s option %q", directive, option)
 		}
 	}
 	return nil

@@ -1,0 +1,123 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
+)
+
+func init() {
+	caddy.RegisterModule(TokenValue{})
+	httpcaddyfile.RegisterHandlerDirective("wechat_token_value", parseTokenValue)
+	httpcaddyfile.RegisterDirectiveOrder("wechat_token_value", httpcaddyfile.Before, "respond")
+}
+
+// TokenValue answers the app's current access_token itself, for callers
+// that must hold it (JS-SDK ticket signing, SDKs with a token hook). The
+// proxy path (wechat_token) is preferred: every holder of the token is one
+// more place it can leak from. Put this handler behind Caddy's access
+// control (remote_ip, basic_auth); it has none of its own.
+//
+//	GET  -> {"access_token": "...", "expires_in": <seconds left>}
+//	POST {"access_token": "<the token WeChat rejected>"} -> the same shape,
+//	     after a refresh if (and only if) that token is still the current
+//	     one, through the same single flight and rate limit as the proxy.
+//
+// Its options are wechat_token's; handlers naming the same app share one
+// token.
+type TokenValue struct {
+	Handler
+}
+
+// CaddyModule returns the Caddy module information.
+func (TokenValue) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.wechat_token_value",
+		New: func() caddy.Module { return new(TokenValue) },
+	}
+}
+
+func parseTokenValue(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var v TokenValue
+	err := v.UnmarshalCaddyfile(h.Dispenser)
+	return &v, err
+}
+
+// ServeHTTP answers the token; it never calls next.
+func (v *TokenValue) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	var tok token.Token
+	var err error
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		tok, err = v.manager.Token(r.Context())
+	case http.MethodPost:
+		var rejected string
+		if rejected, err = rejectedToken(r); err != nil {
+			return caddyhttp.Error(http.StatusBadRequest, err)
+		}
+		tok, err = v.manager.Refresh(r.Context(), rejected)
+		if errors.Is(err, token.ErrRefreshLimited) {
+			return writeWeChatError(w, http.StatusTooManyRequests, "wechat_token: refresh rate limit reached; retry later")
+		}
+	default:
+		w.Header().Set("Allow", "GET, HEAD, POST")
+		return caddyhttp.Error(http.StatusMethodNotAllowed, fmt.Errorf("%s not allowed", r.Method))
+	}
+	if err != nil {
+		if ctxErr := r.Context().Err(); ctxErr != nil {
+			return ctxErr
+		}
+		return v.unavailable(w, err)
+	}
+	body, err := json.Marshal(struct {
+		AccessToken string `json:"access_token"`
+		ExpiresIn   int64  `json:"expires_in"`
+	}{tok.Value, max(int64(time.Until(tok.ExpiresAt)/time.Second), 0)})
+	if err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_, err = w.Write(body)
+	return err
+}
+
+// rejectedToken reads {"access_token": "..."} (or a form field of that
+// name) from a POST body of at most 4 KiB.
+func rejectedToken(r *http.Request) (string, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 4<<10))
+	if err != nil {
+		return "", fmt.Errorf("read body: %w", err)
+	}
+	var req struct {
+		AccessToken string `json:"access_token"`
+	}
+	if strings.HasPrefix(strings.TrimSpace(string(body)), "{") {
+		if err := json.Unmarshal(body, &req); err != nil {
+			return "", fmt.Errorf("body is not valid JSON: %w", err)
+		}
+	} else if r.ParseForm() == nil {
+		req.AccessToken = r.PostForm.Get("access_token")
+	}
+	if req.AccessToken == "" {
+		return "", errors.New(`POST needs the rejected token: {"access_token":"..."}`)
+	}
+	return req.AccessToken, nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*TokenValue)(nil)
+	_ caddy.CleanerUpper          = (*TokenValue)(nil)
+	_ caddyhttp.MiddlewareHandler = (*TokenValue)(nil)
+)
