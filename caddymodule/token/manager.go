@@ -440,12 +440,7 @@ func (m *Manager) fetch(force bool, reason string) (Token, error) {
 	if unchanged {
 		tok.FetchedAt = prev.FetchedAt
 	}
-	m.current.Store(tok)
-	m.mu.Lock()
-	m.lastErr = nil
-	m.counts.fetches++
-	m.fetchedHere = true
-	m.mu.Unlock()
+	m.install(tok, true)
 	if unchanged {
 		m.log().Debug("token endpoint answered the current token",
 			zap.String("reason", reason), zap.Duration("expires_in", fetched.ExpiresIn))
@@ -458,6 +453,21 @@ func (m *Manager) fetch(force bool, reason string) (Token, error) {
 }
 
 func (m *Manager) log() *zap.Logger { return m.logger.Load() }
+
+// install makes tok current; fetched says whether this instance fetched it
+// (or adopted it from shared storage).
+func (m *Manager) install(tok *Token, fetched bool) {
+	m.current.Store(tok)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.lastErr = nil
+	m.fetchedHere = fetched
+	if fetched {
+		m.counts.fetches++
+	} else {
+		m.counts.adopted++
+	}
+}
 
 // poke makes the renewal loop recompute its schedule.
 func (m *Manager) poke() {

@@ -118,12 +118,7 @@ func newer(stored, cur *Token, replacing string, now time.Time) bool {
 
 // adopt installs a token another instance fetched.
 func (m *Manager) adopt(tok *Token, why string) {
-	m.current.Store(tok)
-	m.mu.Lock()
-	m.lastErr = nil
-	m.counts.adopted++
-	m.fetchedHere = false
-	m.mu.Unlock()
+	m.install(tok, false)
 	m.log().Info("access_token taken from shared storage", zap.String("reason", why),
 		zap.Duration("expires_in", tok.ExpiresAt.Sub(m.clock.Now()).Round(time.Second)))
 	m.poke()
