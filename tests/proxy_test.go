@@ -305,12 +305,9 @@ func TestReloadKeepsTokenAndUnloadStopsRenewal(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// Stopped for good: two token lifetimes pass without a fetch.
-	stopped := w.issued()
-	time.Sleep(5 * time.Second)
-	if n := w.issued(); n != stopped {
-		t.Fatalf("%d fetches after the manager stopped", n-stopped)
-	}
+	// The manager logs that line only once its renewal loop has exited
+	// (TestStopEndsLoopAndReleasesWaiters in package token): nothing is
+	// left to fetch.
 }
 
 func TestLargeDownloadStreamsWithBoundedMemory(t *testing.T) {

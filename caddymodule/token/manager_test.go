@@ -386,6 +386,11 @@ func TestStopEndsLoopAndReleasesWaiters(t *testing.T) {
 	}()
 	eventually(t, "first fetch", func() bool { return f.count() == 1 })
 	m.Stop() // cancels the blocked fetch
+	select {
+	case <-m.done:
+	default:
+		t.Fatal("renewal loop still running after Stop returned")
+	}
 	if err := <-errc; !errors.Is(err, ErrNoToken) {
 		t.Fatalf("waiter got %v", err)
 	}
