@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -92,6 +93,9 @@ type Handler struct {
 	poolKey string
 	retryOn []int64
 	logger  *zap.Logger
+	// param caches the escaped token parameter; a pointer because a
+	// Handler is copied as a value before it is provisioned.
+	param *atomic.Pointer[escapedToken]
 }
 
 // CaddyModule returns the Caddy module information.
@@ -117,6 +121,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	h.param = new(atomic.Pointer[escapedToken])
 	h.retryOn = h.RetryOn
 	if h.retryOn == nil {
 		h.retryOn = DefaultRetryOn
@@ -251,7 +256,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// decompresses transparently, so errcodes stay readable.
 	r.Header.Del("Accept-Encoding")
 
-	replayable, err := h.bufferBody(r)
+	body, replayable, err := h.bufferBody(r)
 	if err != nil {
 		return err
 	}
@@ -260,23 +265,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	clientQuery := r.URL.RawQuery
 	defer func() { r.URL.RawQuery = clientQuery }()
 	stripped := wxhttp.StripToken(clientQuery)
-	r.URL.RawQuery = wxhttp.WithToken(stripped, wxhttp.TokenParam(tok.Value))
+	r.URL.RawQuery = wxhttp.WithToken(stripped, h.tokenParam(tok.Value))
 
-	if replayable == nil {
+	if !replayable {
 		return next.ServeHTTP(w, r) // too large to replay: stream, no retry
 	}
 
 	headers := w.Header().Clone()
 	holder := wxhttp.NewResponseHolder(w, inspectLimit)
 	err = next.ServeHTTP(holder, r)
-	body, held := holder.Held()
+	answer, held := holder.Held()
 	if err != nil || !held {
 		if releaseErr := holder.Release(); err == nil {
 			err = releaseErr
 		}
 		return err
 	}
-	code, ok := wxhttp.Errcode(body)
+	code, ok := wxhttp.Errcode(answer)
 	if !ok || !slices.Contains(h.retryOn, code) {
 		return holder.Release()
 	}
@@ -296,16 +301,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	for k, v := range headers {
 		w.Header()[k] = v
 	}
-	r.URL.RawQuery = wxhttp.WithToken(stripped, wxhttp.TokenParam(fresh.Value))
-	replayable()
+	holder.Discard()
+	r.URL.RawQuery = wxhttp.WithToken(stripped, h.tokenParam(fresh.Value))
+	rewindBody(r, body)
 	// The second answer goes to the client whatever it is; it is held
 	// back only to count the outcome.
 	second := wxhttp.NewResponseHolder(w, inspectLimit)
 	err = next.ServeHTTP(second, withOwnVars(r))
 	outcome := token.RetryOK
-	if body, held := second.Held(); err != nil {
+	if answer, held := second.Held(); err != nil {
 		outcome = token.RetryError
-	} else if code, ok := wxhttp.Errcode(body); held && ok && code != 0 {
+	} else if code, ok := wxhttp.Errcode(answer); held && ok && code != 0 {
 		outcome = token.RetryError
 	}
 	h.manager.NoteRetry(outcome)
@@ -314,6 +320,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	return err
 }
+
+// tokenParam returns the query parameter for tok, escaped once per token
+// rather than once per request.
+func (h *Handler) tokenParam(tok string) string {
+	if h.param == nil {
+		return wxhttp.TokenParam(tok)
+	}
+	if p := h.param.Load(); p != nil && p.token == tok {
+		return p.param
+	}
+	p := &escapedToken{token: tok, param: wxhttp.TokenParam(tok)}
+	h.param.Store(p)
+	return p.param
+}
+
+// escapedToken is a token with its query parameter.
+type escapedToken struct{ token, param string }
 
 // withOwnVars gives a replay its own copy of the request's variables:
 // the transport may still be dialing for the first attempt in the
@@ -327,41 +350,52 @@ func withOwnVars(r *http.Request) *http.Request {
 	return r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, maps.Clone(vars)))
 }
 
-// bufferBody reads a request body of up to MaxReplayBody bytes into memory
-// and returns a function that rewinds r.Body for a replay; nil when the body
-// is larger, in which case r.Body streams what was read and the rest.
-func (h *Handler) bufferBody(r *http.Request) (rewind func(), err error) {
+// bufferBody reads a request body of up to MaxReplayBody bytes into memory,
+// so that the request can be replayed; replayable is false when the body is
+// larger, in which case r.Body streams what was read and the rest.
+func (h *Handler) bufferBody(r *http.Request) (body []byte, replayable bool, err error) {
 	if r.Body == nil || r.Body == http.NoBody {
-		return func() {}, nil
+		return nil, true, nil
 	}
 	if r.ContentLength > h.MaxReplayBody {
-		return nil, nil
+		return nil, false, nil
 	}
-	var buf bytes.Buffer
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+		// net/http ends the body at its declared length: read exactly that.
+		body = make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			return nil, false, caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("read request body: %w", err))
+		}
+	} else {
+		var buf bytes.Buffer
+		n, err := io.CopyN(&buf, r.Body, h.MaxReplayBody+1)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, false, caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("read request body: %w", err))
+		}
+		if n > h.MaxReplayBody {
+			r.Body = struct {
+				io.Reader
+				io.Closer
+			}{io.MultiReader(&buf, r.Body), r.Body}
+			return nil, false, nil
+		}
+		body = buf.Bytes()
 	}
-	n, err := io.CopyN(&buf, r.Body, h.MaxReplayBody+1)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("read request body: %w", err))
-	}
-	if n > h.MaxReplayBody {
-		r.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(&buf, r.Body), r.Body}
-		return nil, nil
-	}
-	data := buf.Bytes()
-	rewind = func() {
-		r.Body = io.NopCloser(bytes.NewReader(data))
-	}
-	rewind()
 	// A chunked upload now has a known length; WeChat prefers that.
-	r.ContentLength = int64(len(data))
+	r.ContentLength = int64(len(body))
 	r.TransferEncoding = nil
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
-	return rewind, nil
+	buffered := body // the closure must not capture the result variable: it would escape on every call
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buffered)), nil }
+	rewindBody(r, body)
+	return body, true, nil
+}
+
+// rewindBody sets r.Body to read a buffered body from its start.
+func rewindBody(r *http.Request, body []byte) {
+	if body == nil {
+		return // no body at all: leave http.NoBody as it is
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
 }
 
 // unavailable answers at once when no valid token exists, in WeChat's error

@@ -3,7 +3,16 @@ package wxhttp
 import (
 	"net/http"
 	"strconv"
+	"sync"
 )
+
+// heldBuffers recycles the buffers of held responses: nearly every proxied
+// request holds one small JSON answer, and allocating it anew each time
+// was the largest allocation of the proxy's own per-request work.
+var heldBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// maxPooledBuffer keeps the rare large held answer from staying in the pool.
+const maxPooledBuffer = 16 << 10
 
 type holdMode uint8
 
@@ -87,6 +96,9 @@ func (h *ResponseHolder) Write(p []byte) (int, error) {
 	if h.mode == passing {
 		return h.w.Write(p)
 	}
+	if h.buf == nil {
+		h.buf = (*heldBuffers.Get().(*[]byte))[:0]
+	}
 	h.buf = append(h.buf, p...)
 	return len(p), nil
 }
@@ -108,7 +120,7 @@ func (h *ResponseHolder) Unwrap() http.ResponseWriter { return h.w }
 
 // Held returns the whole body when the response was held back (an empty one
 // for a response with no body); false when it was passed on, or nothing was
-// written at all.
+// written at all. The body is valid until Release or Discard.
 func (h *ResponseHolder) Held() ([]byte, bool) {
 	return h.buf, h.mode != passing && h.status != 0
 }
@@ -122,6 +134,19 @@ func (h *ResponseHolder) Release() error {
 	return h.passHeld()
 }
 
+// Discard drops a held response unsent, as before a retry.
+func (h *ResponseHolder) Discard() {
+	h.recycle()
+}
+
+func (h *ResponseHolder) recycle() {
+	if h.buf != nil && cap(h.buf) <= maxPooledBuffer {
+		buf := h.buf[:0]
+		heldBuffers.Put(&buf)
+	}
+	h.buf = nil
+}
+
 func (h *ResponseHolder) pass() {
 	h.mode = passing
 	h.w.WriteHeader(h.status)
@@ -132,8 +157,9 @@ func (h *ResponseHolder) passHeld() error {
 	if len(h.buf) == 0 {
 		return nil
 	}
+	// Writers must not keep p, so the buffer can be reused at once.
 	_, err := h.w.Write(h.buf)
-	h.buf = nil
+	h.recycle()
 	return err
 }
 
