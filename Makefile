@@ -1,9 +1,11 @@
 # The two commands of the README:
 #   make demo   run the proxy in front of the bundled WeChat emulator
 #   make test   run every check CI runs
+# and the benchmark (not part of CI's pass/fail; its smoke run is):
+#   make bench
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: demo test build deps
+.PHONY: demo test build deps lint bench bench-smoke
 
 demo:
 	./demo/run.sh
@@ -12,18 +14,29 @@ build:
 	go build -o bin/caddy ./cmd/caddy
 	go build -o bin/wechat-emulator ./cmd/wechat-emulator
 
-# What the tests need beyond Go: redis-server (the Redis fleet test).
+# What the tests need beyond Go: redis-server (the Redis fleet test), wrk
+# and nginx (the benchmark's smoke run). Installed with apt-get as root.
 deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			apt-get update && apt-get install -y redis-server; \
-		else \
-			echo "make test needs redis-server: install it (sudo apt-get install redis-server, brew install redis)"; exit 1; \
-		fi; }
+	./scripts/need.sh redis-server:redis-server wrk:wrk nginx:nginx-light
 
-test: deps
+lint:
 	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
 	go run $(STATICCHECK) ./...
-	bash -n xcaddy.sh demo/run.sh
+	cd bench && go vet ./... && go run $(STATICCHECK) ./...
+	bash -n xcaddy.sh demo/run.sh bench/run.sh scripts/need.sh
+
+test: deps lint
 	go test -race -count=1 ./...
+	cd bench && go test -count=1 ./...
+	$(MAKE) bench-smoke
+
+# The full benchmark: about 10 minutes; results in bench/out/latest.md.
+bench:
+	./bench/run.sh
+
+# Proves the benchmark and the micro-benchmarks still work: fails on a
+# failed request or a missed functional target, never on timings.
+bench-smoke:
+	go test -run '^$$' -bench . -benchtime 100x ./caddymodule
+	./bench/run.sh -smoke -out out/smoke.md

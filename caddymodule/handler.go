@@ -271,7 +271,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return next.ServeHTTP(w, r) // too large to replay: stream, no retry
 	}
 
-	headers := w.Header().Clone()
+	// A shallow copy suffices: Set, Add and Del replace, extend or drop a
+	// header's value slice, never rewrite the values this copy points to.
+	headers := maps.Clone(w.Header())
 	holder := wxhttp.NewResponseHolder(w, inspectLimit)
 	err = next.ServeHTTP(holder, r)
 	answer, held := holder.Held()
@@ -354,7 +356,10 @@ func withOwnVars(r *http.Request) *http.Request {
 // so that the request can be replayed; replayable is false when the body is
 // larger, in which case r.Body streams what was read and the rest.
 func (h *Handler) bufferBody(r *http.Request) (body []byte, replayable bool, err error) {
-	if r.Body == nil || r.Body == http.NoBody {
+	// A server request with no body may still carry a wrapped empty Body
+	// (Caddy wraps it); ContentLength 0 is what says there is nothing to
+	// read, -1 being a body of unknown length.
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return nil, true, nil
 	}
 	if r.ContentLength > h.MaxReplayBody {

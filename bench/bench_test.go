@@ -1,0 +1,116 @@
+package main
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+)
+
+// The benchmark's own logic: what decides its verdicts must be right. The
+// whole driver runs in CI as `make bench-smoke`.
+
+func TestPatternCheckFindsAlteredByte(t *testing.T) {
+	media := make([]byte, 3000)
+	for i := range media {
+		media[i] = byte(i % 251)
+	}
+	good := &patternCheck{}
+	_, _ = good.Write(media[:1000])
+	_, _ = good.Write(media[1000:])
+	if good.bad != -1 {
+		t.Fatalf("intact media reported bad at %d", good.bad)
+	}
+	media[1500] ^= 1
+	bad := &patternCheck{}
+	_, _ = bad.Write(media[:1000])
+	_, _ = bad.Write(media[1000:])
+	if bad.bad != 1500 {
+		t.Fatalf("altered byte 1500 reported at %d", bad.bad)
+	}
+}
+
+func TestFailureOf(t *testing.T) {
+	for _, c := range []struct {
+		res  vegeta.Result
+		want string
+	}{
+		{vegeta.Result{Code: 200, Body: []byte(`{"errcode":0,"errmsg":"ok"}`)}, ""},
+		{vegeta.Result{Code: 200, Body: []byte(`{"errmsg":"ok","errcode":0}`)}, ""},
+		{vegeta.Result{Code: 200, Body: []byte(`{"errcode":40001,"errmsg":"invalid credential"}`)}, "errcode 40001"},
+		{vegeta.Result{Code: 503, Body: []byte(`{"errcode":-1}`)}, "HTTP 503"},
+		{vegeta.Result{Code: 200, Body: []byte(`<html>`)}, "not a WeChat answer"},
+		{vegeta.Result{Code: 200, Body: []byte(`{"openid":"o1"}`)}, "not a WeChat answer"},
+		{vegeta.Result{Error: "connection reset"}, "transport: connection reset"},
+	} {
+		if got := failureOf(&c.res); got != c.want {
+			t.Errorf("failureOf(%d %s %q) = %q, want %q", c.res.Code, c.res.Body, c.res.Error, got, c.want)
+		}
+	}
+}
+
+func TestPairedRatioPairsRounds(t *testing.T) {
+	a := &cell{byRound: map[int]trial{0: {rps: 90}, 1: {rps: 200}, 2: {rps: 99}}}
+	b := &cell{byRound: map[int]trial{0: {rps: 100}, 1: {rps: 200}, 2: {rps: 100}}}
+	if got := pairedRatio(a, b, func(t trial) float64 { return t.rps }); got != 0.99 {
+		t.Fatalf("median of 0.9, 1, 0.99 = %v, want 0.99", got)
+	}
+	if got := median([]float64{4, 1, 3, 2}); got != 2.5 {
+		t.Fatalf("median = %v, want 2.5", got)
+	}
+}
+
+func TestSummariseWindow(t *testing.T) {
+	t0 := time.Now()
+	var samples []sample
+	for i := range 100 {
+		s := sample{at: t0.Add(time.Duration(i) * 10 * time.Millisecond), latency: time.Duration(i+1) * time.Millisecond}
+		if i == 50 {
+			s.failure = "errcode 40001"
+		}
+		samples = append(samples, s)
+	}
+	w := summarise(samples, t0.Add(500*time.Millisecond), t0.Add(time.Second))
+	if w.requests != 50 || w.failed != 1 || w.p50 != 76*time.Millisecond || w.p99 != 100*time.Millisecond {
+		t.Fatalf("window = %+v", w)
+	}
+	if !strings.Contains(w.reasonText(), "1× errcode 40001") {
+		t.Fatalf("reasons = %q", w.reasonText())
+	}
+}
+
+// The fast upstream answers success only with the token, as WeChat would:
+// a contender that does not deliver it cannot pass check.
+func TestFastUpstreamChecksToken(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(fastWeChat))
+	defer srv.Close()
+	withToken := &contender{name: "with", base: srv.URL, clientToken: true}
+	if err := withToken.check(); err != nil {
+		t.Fatal(err)
+	}
+	without := &contender{name: "without", base: srv.URL}
+	if err := without.check(); err == nil || !strings.Contains(err.Error(), "40001") {
+		t.Fatalf("a contender sending no token passed the check: %v", err)
+	}
+}
+
+func TestParseWrkReport(t *testing.T) {
+	// A stand-in for wrk printing what the Lua report prints.
+	dir := t.TempDir()
+	fake := "#!/bin/sh\necho 'Running 1s test'\necho 'WRK_RESULT 1000 2000000 150 900 0 1 0 2 0'\n"
+	if err := os.WriteFile(dir+"/wrk", []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	res, err := runWrk(t.Context(), "x.lua", "http://127.0.0.1:1/", 1, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.requests != 1000 || res.rps() != 500 || res.p50 != 150*time.Microsecond || res.p99 != 900*time.Microsecond || res.errors != 3 {
+		t.Fatalf("parsed %+v", res)
+	}
+}

@@ -1,0 +1,586 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+)
+
+// The scenarios run the product against the WeChat emulator, whose token
+// rules (revocation, expiry, overlap) the fast upstream does not have.
+
+// The emulator's demo app, which it knows without flags.
+const (
+	demoAppID     = "wxd000000000000001"
+	demoAppSecret = "demo_app_secret_0123456789abcdef"
+)
+
+// scenarioWorkers is the load of the revocation and renewal scenarios.
+const scenarioWorkers = 64
+
+// downloads: 32 concurrent 16 MiB media downloads.
+const (
+	downloadClients = 32
+	downloadSize    = 16 << 20
+	// downloadPeakLimit is what the smoke run insists on: far below the
+	// 512 MiB that buffering the downloads would take.
+	downloadPeakLimit = 128 << 20
+)
+
+type scenarioResults struct {
+	revocations []revocation
+	downloads   []downloadRun
+	renewal     *renewal
+}
+
+// wechatEnv is an emulator with a proxy in front of it.
+type wechatEnv struct {
+	emulator *process
+	emuBase  string
+	caddy    *process
+	base     string
+}
+
+func (e *wechatEnv) stop() {
+	e.caddy.stop()
+	e.emulator.stop()
+}
+
+// startEmulator runs the emulator on a free port with the given flags.
+func startEmulator(dir string, bins binaries, name string, args ...string) (*process, string, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p, err := start(dir, name, nil, bins.emulator, append([]string{"-listen", addr}, args...)...)
+	if err != nil {
+		return nil, "", err
+	}
+	base := "http://" + addr
+	if err := waitHTTP(p, base+"/_emulator/stats", 10*time.Second); err != nil {
+		p.stop()
+		return nil, "", err
+	}
+	return p, base, nil
+}
+
+// startProxy runs a Caddy in front of the emulator at emuBase: with
+// wechat_token for tokenAPI, or reverse_proxy alone when tokenAPI is "".
+func startProxy(dir string, bins binaries, name, emuBase, tokenAPI string) (*process, string, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	handler := ""
+	if tokenAPI != "" {
+		handler = wechatTokenBlock(demoAppID, demoAppSecret, tokenAPI, emuBase)
+	}
+	cfg := caddyGlobal(dir, name) + caddySite(port, strings.TrimPrefix(emuBase, "http://"), handler)
+	p, err := startCaddy(dir, bins.caddy, name, cfg, port)
+	if err != nil {
+		return nil, "", err
+	}
+	return p, fmt.Sprintf("http://127.0.0.1:%d", port), nil
+}
+
+func startWeChatEnv(dir string, bins binaries, name, tokenAPI string, emuArgs ...string) (*wechatEnv, error) {
+	emu, emuBase, err := startEmulator(dir, bins, name+"-emulator", emuArgs...)
+	if err != nil {
+		return nil, err
+	}
+	p, base, err := startProxy(dir, bins, name, emuBase, tokenAPI)
+	if err != nil {
+		emu.stop()
+		return nil, err
+	}
+	return &wechatEnv{emulator: emu, emuBase: emuBase, caddy: p, base: base}, nil
+}
+
+// emulatorStats is the part of the emulator's counters the scenarios read.
+type emulatorStats struct {
+	TokenCalls    int `json:"token_calls"`
+	StableCalls   int `json:"stable_token_calls"`
+	ClassicIssued int `json:"classic_issued"`
+	StableIssued  int `json:"stable_issued"`
+}
+
+func (s emulatorStats) issued() int { return s.ClassicIssued + s.StableIssued }
+func (s emulatorStats) calls() int  { return s.TokenCalls + s.StableCalls }
+
+var controlClient = &http.Client{Timeout: 5 * time.Second}
+
+func (e *wechatEnv) stats() (emulatorStats, error) {
+	var s emulatorStats
+	resp, err := controlClient.Get(e.emuBase + "/_emulator/stats")
+	if err != nil {
+		return s, fmt.Errorf("emulator stats: %w", err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return s, fmt.Errorf("emulator stats: %w", err)
+	}
+	return s, nil
+}
+
+func (e *wechatEnv) control(path string) error {
+	resp, err := controlClient.Post(e.emuBase+path, "application/json", nil)
+	if err != nil {
+		return fmt.Errorf("emulator %s: %w", path, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("emulator %s: %s", path, resp.Status)
+	}
+	return nil
+}
+
+// sample is one request of a vegeta attack, kept small.
+type sample struct {
+	at      time.Time
+	latency time.Duration
+	failure string // "" when WeChat's answer was a success
+}
+
+// attack sends GET requests to url from workers concurrent workers, as
+// fast as they are answered, for d; during is called once the attack has
+// run for duringAt.
+func attack(ctx context.Context, url string, workers uint64, d, duringAt time.Duration, during func()) ([]sample, error) {
+	targeter := vegeta.NewStaticTargeter(vegeta.Target{Method: http.MethodGet, URL: url})
+	attacker := vegeta.NewAttacker(vegeta.Workers(workers), vegeta.MaxWorkers(workers), vegeta.Timeout(10*time.Second), vegeta.KeepAlive(true))
+	var once sync.Once
+	began := time.Now()
+	var samples []sample
+	for res := range attacker.Attack(targeter, vegeta.Rate{}, d, "scenario") {
+		samples = append(samples, sample{at: res.Timestamp, latency: res.Latency, failure: failureOf(res)})
+		if during != nil && time.Since(began) >= duringAt {
+			once.Do(func() { go during() })
+		}
+		if ctx.Err() != nil {
+			attacker.Stop()
+		}
+	}
+	return samples, ctx.Err()
+}
+
+// failureOf says why a result is not WeChat's success, or "".
+func failureOf(res *vegeta.Result) string {
+	if res.Error != "" {
+		return "transport: " + res.Error
+	}
+	if res.Code != http.StatusOK {
+		return fmt.Sprintf("HTTP %d", res.Code)
+	}
+	var answer struct {
+		Errcode *int `json:"errcode"`
+	}
+	if err := json.Unmarshal(res.Body, &answer); err != nil || answer.Errcode == nil {
+		return "not a WeChat answer"
+	}
+	if *answer.Errcode != 0 {
+		return fmt.Sprintf("errcode %d", *answer.Errcode)
+	}
+	return ""
+}
+
+// window summarises the samples started in [from, to).
+type window struct {
+	requests, failed int
+	p50, p99         time.Duration
+	reasons          map[string]int
+}
+
+func summarise(samples []sample, from, to time.Time) window {
+	w := window{reasons: map[string]int{}}
+	var lat []time.Duration
+	for _, s := range samples {
+		if s.at.Before(from) || !s.at.Before(to) {
+			continue
+		}
+		w.requests++
+		lat = append(lat, s.latency)
+		if s.failure != "" {
+			w.failed++
+			w.reasons[s.failure]++
+		}
+	}
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		w.p50 = lat[len(lat)*50/100]
+		w.p99 = lat[min(len(lat)-1, len(lat)*99/100)]
+	}
+	return w
+}
+
+func (w window) reasonText() string {
+	if len(w.reasons) == 0 {
+		return ""
+	}
+	var parts []string
+	for k, v := range w.reasons {
+		parts = append(parts, fmt.Sprintf("%d× %s", v, k))
+	}
+	slices.Sort(parts)
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+// revocation: WeChat revokes the token while 64 clients call through.
+type revocation struct {
+	tokenAPI        string
+	all             window
+	before, after   window // the second before the revocation, the second after it
+	issued, calls   int    // tokens WeChat issued and token endpoint calls, after the revocation
+	expectedIssued  int
+	expectedCallsHi int
+}
+
+func runRevocation(ctx context.Context, o options, dir string, bins binaries, tokenAPI string) (revocation, error) {
+	r := revocation{tokenAPI: tokenAPI, expectedIssued: 1, expectedCallsHi: 1}
+	if tokenAPI == "stable" {
+		// stable_token answers the revoked token once more, then
+		// force_refresh issues the new one.
+		r.expectedCallsHi = 2
+	}
+	env, err := startWeChatEnv(dir, bins, "revoke-"+tokenAPI, tokenAPI)
+	if err != nil {
+		return r, err
+	}
+	defer env.stop()
+	target := env.base + getPath
+	if _, err := controlClient.Get(target); err != nil {
+		return r, fmt.Errorf("warm up: %w", err)
+	}
+	if err := env.control("/_emulator/reset"); err != nil {
+		return r, err
+	}
+	var revokedAt time.Time
+	var revokeErr error
+	revoked := make(chan struct{})
+	samples, err := attack(ctx, target, scenarioWorkers, o.scenarioLoad, o.scenarioLoad/3, func() {
+		defer close(revoked)
+		revokedAt = time.Now()
+		revokeErr = env.control("/_emulator/revoke?appid=" + url.QueryEscape(demoAppID))
+	})
+	if err != nil {
+		return r, err
+	}
+	<-revoked
+	if revokeErr != nil {
+		return r, revokeErr
+	}
+	stats, err := env.stats()
+	if err != nil {
+		return r, err
+	}
+	r.issued, r.calls = stats.issued(), stats.calls()
+	r.all = summarise(samples, time.Time{}, time.Now().Add(time.Hour))
+	r.before = summarise(samples, revokedAt.Add(-time.Second), revokedAt)
+	r.after = summarise(samples, revokedAt, revokedAt.Add(time.Second))
+	return r, nil
+}
+
+// downloadRun: 32 clients download 16 MiB of media each at once.
+type downloadRun struct {
+	contender string
+	bytes     int64
+	failed    int
+	elapsed   time.Duration
+	peakRSS   int64
+	reason    string
+}
+
+func runDownloads(dir string, bins binaries) ([]downloadRun, error) {
+	emu, emuBase, err := startEmulator(dir, bins, "downloads-emulator")
+	if err != nil {
+		return nil, err
+	}
+	defer emu.stop()
+	// The plain proxy's client needs a token: the stable one, which the
+	// product holds as well, so both reach the same media.
+	tok, err := stableToken(emuBase)
+	if err != nil {
+		return nil, err
+	}
+	var runs []downloadRun
+	for _, c := range []struct{ name, api, query string }{
+		{reverseProxy, "", "&access_token=" + url.QueryEscape(tok)},
+		{wechatToken, "stable", ""},
+	} {
+		p, base, err := startProxy(dir, bins, "downloads-"+c.name, emuBase, c.api)
+		if err != nil {
+			return nil, err
+		}
+		run := downloadAll(p, fmt.Sprintf("%s/cgi-bin/media/get?media_id=bytes-%d%s", base, downloadSize, c.query))
+		run.contender = c.name
+		p.stop()
+		runs = append(runs, run)
+	}
+	return runs, nil
+}
+
+func stableToken(emuBase string) (string, error) {
+	body := fmt.Sprintf(`{"grant_type":"client_credential","appid":%q,"secret":%q}`, demoAppID, demoAppSecret)
+	resp, err := controlClient.Post(emuBase+"/cgi-bin/stable_token", "application/json", strings.NewReader(body))
+	if err != nil {
+		return "", fmt.Errorf("stable_token: %w", err)
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil || answer.AccessToken == "" {
+		return "", fmt.Errorf("stable_token answered no token (%v)", err)
+	}
+	return answer.AccessToken, nil
+}
+
+// downloadAll runs the downloads, checking every byte against the
+// emulator's pattern (byte i is i mod 251): nothing lost, nothing altered.
+func downloadAll(p *process, url string) downloadRun {
+	var run downloadRun
+	resetPeakRSS(p.pids)
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: downloadClients, DisableCompression: true}, Timeout: 2 * time.Minute}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	began := time.Now()
+	for range downloadClients {
+		wg.Go(func() {
+			n, err := download(client, url)
+			mu.Lock()
+			defer mu.Unlock()
+			run.bytes += n
+			if err != nil {
+				run.failed++
+				run.reason = err.Error()
+			}
+		})
+	}
+	wg.Wait()
+	run.elapsed = time.Since(began)
+	var err error
+	if run.peakRSS, err = peakRSS(p.pids); err != nil {
+		run.failed, run.reason = downloadClients, err.Error()
+	}
+	return run
+}
+
+func download(client *http.Client, url string) (int64, error) {
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "image/jpeg" {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return 0, fmt.Errorf("HTTP %d %s: %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
+	}
+	check := &patternCheck{}
+	n, err := io.Copy(check, resp.Body)
+	if err == nil && check.bad >= 0 {
+		err = fmt.Errorf("byte %d differs from the media sent", check.bad)
+	}
+	if err == nil && n != downloadSize {
+		err = fmt.Errorf("got %d bytes of %d", n, downloadSize)
+	}
+	return n, err
+}
+
+// patternCheck is a writer that compares what it is given with the
+// emulator's media pattern.
+type patternCheck struct {
+	pos int64
+	bad int64
+}
+
+func (c *patternCheck) Write(p []byte) (int, error) {
+	if c.pos == 0 {
+		c.bad = -1
+	}
+	for i, b := range p {
+		if c.bad < 0 && int64(b) != (c.pos+int64(i))%251 {
+			c.bad = c.pos + int64(i)
+		}
+	}
+	c.pos += int64(len(p))
+	return len(p), nil
+}
+
+// renewal: the proactive renewal happens while 64 clients call through.
+type renewal struct {
+	ttl              time.Duration
+	renewedAt        []time.Time
+	during, outside  window
+	failed, requests int
+	reasons          string
+}
+
+func runRenewal(ctx context.Context, o options, dir string, bins binaries) (*renewal, error) {
+	// A short-lived classic token, renewed at half-life: one renewal in the
+	// middle of the load.
+	ttl := 20 * time.Second
+	if o.smoke {
+		ttl = 8 * time.Second
+	}
+	r := &renewal{ttl: ttl}
+	env, err := startWeChatEnv(dir, bins, "renewal", "classic", "-ttl", ttl.String(), "-overlap", ttl.String())
+	if err != nil {
+		return nil, err
+	}
+	defer env.stop()
+	first, err := env.stats()
+	if err != nil {
+		return nil, err
+	}
+	stop := make(chan struct{})
+	watched := make(chan error, 1)
+	go func() {
+		// Note when each new token is issued, by polling the emulator.
+		seen := first.issued()
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				watched <- nil
+				return
+			case <-tick.C:
+			}
+			s, err := env.stats()
+			if err != nil {
+				watched <- err
+				return
+			}
+			if s.issued() > seen {
+				seen = s.issued()
+				r.renewedAt = append(r.renewedAt, time.Now())
+			}
+		}
+	}()
+	samples, err := attack(ctx, env.base+getPath, scenarioWorkers, ttl*8/10, 0, nil)
+	close(stop)
+	if watchErr := <-watched; err == nil {
+		err = watchErr
+	}
+	if err != nil {
+		return nil, err
+	}
+	all := summarise(samples, time.Time{}, time.Now().Add(time.Hour))
+	r.requests, r.failed, r.reasons = all.requests, all.failed, all.reasonText()
+	if len(r.renewedAt) == 0 {
+		return r, nil
+	}
+	// "During" is the second around the renewal; "outside" is the rest,
+	// less the first second of warm-up.
+	at := r.renewedAt[0]
+	from, to := at.Add(-250*time.Millisecond), at.Add(750*time.Millisecond)
+	r.during = summarise(samples, from, to)
+	start := samples[0].at.Add(time.Second)
+	var outside []sample
+	for _, s := range samples {
+		if s.at.After(start) && (s.at.Before(from) || !s.at.Before(to)) {
+			outside = append(outside, s)
+		}
+	}
+	r.outside = summarise(outside, time.Time{}, time.Now().Add(time.Hour))
+	return r, nil
+}
+
+func runScenarios(ctx context.Context, o options, dir string, bins binaries) (*scenarioResults, error) {
+	res := &scenarioResults{}
+	for _, api := range []string{"classic", "stable"} {
+		fmt.Fprintf(os.Stderr, "scenario: revocation under %d-way load (%s) ...\n", scenarioWorkers, api)
+		r, err := runRevocation(ctx, o, dir, bins, api)
+		if err != nil {
+			return nil, fmt.Errorf("revocation scenario (%s): %w", api, err)
+		}
+		res.revocations = append(res.revocations, r)
+	}
+	fmt.Fprintf(os.Stderr, "scenario: %d concurrent %d MiB downloads ...\n", downloadClients, downloadSize>>20)
+	downloads, err := runDownloads(dir, bins)
+	if err != nil {
+		return nil, fmt.Errorf("download scenario: %w", err)
+	}
+	res.downloads = downloads
+	fmt.Fprintf(os.Stderr, "scenario: proactive renewal under %d-way load ...\n", scenarioWorkers)
+	if res.renewal, err = runRenewal(ctx, o, dir, bins); err != nil {
+		return nil, fmt.Errorf("renewal scenario: %w", err)
+	}
+	return res, nil
+}
+
+func (s *scenarioResults) markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n### (a) Token revoked under %d-way load\n\n", scenarioWorkers)
+	b.WriteString("WeChat revokes the token a third of the way through the load. Targets: no failed request; one new token.\n\n")
+	b.WriteString("| token_api | requests | failed | tokens issued (target) | token endpoint calls | p99 ms, second before | p99 ms, recovery second | p50 ms, recovery second |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range s.revocations {
+		fmt.Fprintf(&b, "| %s | %d | %d%s | %d (%d) %s | %d | %.2f | %.2f | %.2f |\n", r.tokenAPI, r.all.requests, r.all.failed, r.all.reasonText(),
+			r.issued, r.expectedIssued, mark(r.issued == r.expectedIssued), r.calls, ms(r.before.p99), ms(r.after.p99), ms(r.after.p50))
+	}
+	fmt.Fprintf(&b, "\n### (b) %d concurrent %d MiB media downloads\n\n", downloadClients, downloadSize>>20)
+	fmt.Fprintf(&b, "Every byte checked. Target: the proxy's peak RSS bounded, far below the %d MiB the downloads add up to.\n\n", downloadClients*downloadSize>>20)
+	b.WriteString("| proxy | downloaded MiB | failed | seconds | MiB/s | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|\n")
+	for _, d := range s.downloads {
+		reason := ""
+		if d.failed > 0 {
+			reason = " (" + d.reason + ")"
+		}
+		fmt.Fprintf(&b, "| %s | %d | %d%s | %.2f | %.0f | %.1f |\n", d.contender, d.bytes>>20, d.failed, reason, d.elapsed.Seconds(),
+			float64(d.bytes>>20)/d.elapsed.Seconds(), float64(d.peakRSS)/(1<<20))
+	}
+	if r := s.renewal; r != nil {
+		fmt.Fprintf(&b, "\n### (c) Proactive renewal under %d-way load\n\n", scenarioWorkers)
+		fmt.Fprintf(&b, "Classic tokens living %s, renewed at half-life while the load runs. Target: no visible step in latency, no failed request.\n\n", r.ttl)
+		b.WriteString("| requests | failed | renewals seen | p50 ms around renewal | p99 ms around renewal | p50 ms otherwise | p99 ms otherwise |\n")
+		b.WriteString("|---:|---:|---:|---:|---:|---:|---:|\n")
+		fmt.Fprintf(&b, "| %d | %d%s | %d | %.2f | %.2f | %.2f | %.2f |\n", r.requests, r.failed, r.reasons, len(r.renewedAt),
+			ms(r.during.p50), ms(r.during.p99), ms(r.outside.p50), ms(r.outside.p99))
+		b.WriteString("\n\"Around renewal\" is the second from 250 ms before the new token was issued.\n")
+	}
+	return b.String()
+}
+
+// failures are the scenario targets that do not depend on speed.
+func (s *scenarioResults) failures() []error {
+	var errs []error
+	for _, r := range s.revocations {
+		if r.all.failed > 0 {
+			errs = append(errs, fmt.Errorf("revocation (%s): %d failed requests%s", r.tokenAPI, r.all.failed, r.all.reasonText()))
+		}
+		if r.issued != r.expectedIssued || r.calls > r.expectedCallsHi {
+			errs = append(errs, fmt.Errorf("revocation (%s): %d tokens issued in %d calls, want %d in at most %d", r.tokenAPI, r.issued, r.calls, r.expectedIssued, r.expectedCallsHi))
+		}
+	}
+	for _, d := range s.downloads {
+		if d.failed > 0 {
+			errs = append(errs, fmt.Errorf("downloads through %s: %d failed: %s", d.contender, d.failed, d.reason))
+		}
+		if d.peakRSS > downloadPeakLimit {
+			errs = append(errs, fmt.Errorf("downloads through %s: peak RSS %d MiB, over %d MiB", d.contender, d.peakRSS>>20, downloadPeakLimit>>20))
+		}
+	}
+	if r := s.renewal; r != nil {
+		if r.failed > 0 {
+			errs = append(errs, fmt.Errorf("renewal: %d failed requests%s", r.failed, r.reasons))
+		}
+		if len(r.renewedAt) != 1 {
+			errs = append(errs, fmt.Errorf("renewal: %d renewals during the load, want 1", len(r.renewedAt)))
+		}
+	}
+	if len(errs) > 0 {
+		return append([]error{errors.New("functional targets missed")}, errs...)
+	}
+	return nil
+}
