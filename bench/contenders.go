@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -91,7 +92,7 @@ func startCaddy(dir, caddyBin, name, caddyfile string, port int) (*process, erro
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
-	p, err := start(dir, name, []string{"BENCH_APP_SECRET=bench_app_secret_not_real", "XDG_DATA_HOME=" + dir, "XDG_CONFIG_HOME=" + dir},
+	p, err := startProxyProcess(dir, name, []string{"BENCH_APP_SECRET=bench_app_secret_not_real", "XDG_DATA_HOME=" + dir, "XDG_CONFIG_HOME=" + dir},
 		caddyBin, "run", "--config", path, "--adapter", "caddyfile")
 	if err != nil {
 		return nil, err
@@ -106,7 +107,11 @@ func startCaddy(dir, caddyBin, name, caddyfile string, port int) (*process, erro
 // nginxConfig is what a team would hand-roll: proxy_pass with a fixed
 // token appended, keep-alive to the upstream as the Caddy contenders have.
 func nginxConfig(dir string, port int, upstream string) string {
-	return fmt.Sprintf(`worker_processes auto;
+	workers := "auto"
+	if proxyCPUCount > 0 {
+		workers = strconv.Itoa(proxyCPUCount) // auto would count every CPU, not its own
+	}
+	return fmt.Sprintf(`worker_processes %[5]s;
 pid %[1]s/nginx.pid;
 error_log %[1]s/nginx-error.log warn;
 events { worker_connections 4096; }
@@ -131,7 +136,7 @@ http {
 		}
 	}
 }
-`, dir, port, upstream, benchToken)
+`, dir, port, upstream, benchToken, workers)
 }
 
 // startNginx runs nginx in the foreground with its own prefix in dir.
@@ -144,7 +149,7 @@ func startNginx(dir string, port int, upstream string) (*process, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := start(dir, "nginx", nil, bin, "-p", dir, "-c", path, "-g", "daemon off;")
+	p, err := startProxyProcess(dir, "nginx", nil, bin, "-p", dir, "-c", path, "-g", "daemon off;")
 	if err != nil {
 		return nil, err
 	}

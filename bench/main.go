@@ -34,6 +34,7 @@ type options struct {
 	scenarios    bool
 	smoke        bool
 	keep         bool
+	pin          bool
 	scenarioLoad time.Duration
 }
 
@@ -49,6 +50,11 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
+	}
+	if opts.pin {
+		if err := pinLoadSide(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: not pinning CPUs:", err)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -68,6 +74,7 @@ func parseFlags() (options, error) {
 	flag.StringVar(&conc, "c", "1,16,64,256", "concurrencies (connections), comma-separated")
 	flag.BoolVar(&o.scenarios, "scenarios", true, "run the scenarios (revocation, downloads, renewal) after the comparison")
 	flag.BoolVar(&o.smoke, "smoke", false, "a short run that proves the benchmark works (CI): 1 round of 1 s at 1 and 16 connections, short scenarios; fails on any failed request, never on timings")
+	flag.BoolVar(&o.pin, "pin", true, "put the proxies on CPUs of their own (the upper half), the load generator and upstream on the rest, so that where the scheduler puts them does not decide the result")
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (configs, logs) after the run")
 	flag.Parse()
 	if o.smoke {

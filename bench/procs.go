@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,6 +26,59 @@ type process struct {
 	cmd  *exec.Cmd
 	pids []int
 	log  string
+}
+
+// pinnedEnv carries the proxies' CPU list to the driver re-run on the
+// load side's CPUs.
+const pinnedEnv = "BENCH_PROXY_CPUS"
+
+// proxyCPUs is the CPU list the proxies are pinned to ("" when not
+// pinning), and proxyCPUCount its size.
+var (
+	proxyCPUs     = os.Getenv(pinnedEnv)
+	proxyCPUCount = cpuListSize(proxyCPUs)
+)
+
+// pinLoadSide re-runs the benchmark on the lower half of the CPUs, leaving
+// the upper half to the proxies: on a small machine, whether a proxy
+// shares a core with wrk or the upstream otherwise changes its results by
+// more than the handler costs. Children inherit the load side's CPUs;
+// proxies are started on theirs with taskset.
+func pinLoadSide() error {
+	if proxyCPUs != "" {
+		return nil // this is the re-run
+	}
+	n := runtime.NumCPU()
+	if n < 2 {
+		return fmt.Errorf("%d CPU", n)
+	}
+	taskset, err := exec.LookPath("taskset")
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	load, proxies := fmt.Sprintf("0-%d", n/2-1), fmt.Sprintf("%d-%d", n/2, n-1)
+	env := append(os.Environ(), pinnedEnv+"="+proxies)
+	return syscall.Exec(taskset, append([]string{"taskset", "-c", load, self}, os.Args[1:]...), env)
+}
+
+func cpuListSize(list string) int {
+	var lo, hi int
+	if _, err := fmt.Sscanf(list, "%d-%d", &lo, &hi); err == nil && hi >= lo {
+		return hi - lo + 1
+	}
+	return 0
+}
+
+// startProxyProcess is start for a proxy: on the proxies' CPUs when pinning.
+func startProxyProcess(dir, name string, env []string, bin string, args ...string) (*process, error) {
+	if proxyCPUs == "" {
+		return start(dir, name, env, bin, args...)
+	}
+	return start(dir, name, env, "taskset", append([]string{"-c", proxyCPUs, bin}, args...)...)
 }
 
 // start runs a server with its output in a log file in dir.

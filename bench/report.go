@@ -97,7 +97,12 @@ type report struct {
 }
 
 func (r *report) describeMachine(ctx context.Context, caddyBin string) {
-	r.machine = append(r.machine, fmt.Sprintf("%d CPUs (%s/%s), %s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version()))
+	r.machine = append(r.machine, fmt.Sprintf("%s/%s, %s", runtime.GOOS, runtime.GOARCH, runtime.Version()))
+	if proxyCPUs != "" {
+		r.machine = append(r.machine, fmt.Sprintf("proxies pinned to CPU %s, wrk, vegeta and the upstream to the other %d CPU(s)", proxyCPUs, runtime.NumCPU()))
+	} else {
+		r.machine = append(r.machine, fmt.Sprintf("%d CPUs shared by all (not pinned)", runtime.NumCPU()))
+	}
 	for _, probe := range [][]string{{caddyBin, "version"}, {"wrk", "-v"}, {"nginx", "-v"}} {
 		bin, err := lookPath(probe[0])
 		if err != nil {

@@ -271,9 +271,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return next.ServeHTTP(w, r) // too large to replay: stream, no retry
 	}
 
-	// A shallow copy suffices: Set, Add and Del replace, extend or drop a
-	// header's value slice, never rewrite the values this copy points to.
-	headers := maps.Clone(w.Header())
+	headers := w.Header().Clone()
 	holder := wxhttp.NewResponseHolder(w, inspectLimit)
 	err = next.ServeHTTP(holder, r)
 	answer, held := holder.Held()
