@@ -5,7 +5,10 @@
 #   make bench
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: demo test build deps lint bench bench-smoke
+.PHONY: demo test build deps lint fuzz bench bench-smoke
+
+# How long each fuzz target runs in make test; longer by hand: make fuzz FUZZTIME=10m
+FUZZTIME ?= 10s
 
 demo:
 	./demo/run.sh
@@ -29,7 +32,15 @@ lint:
 test: deps lint
 	go test -race -count=1 ./...
 	cd bench && go test -count=1 ./...
+	$(MAKE) fuzz
 	$(MAKE) bench-smoke
+
+# Each fuzz target for FUZZTIME, from the seed corpora in testdata/fuzz.
+fuzz:
+	go test -run '^$$' -fuzz '^FuzzErrcode$$' -fuzztime $(FUZZTIME) ./caddymodule/wxhttp
+	go test -run '^$$' -fuzz '^FuzzStripToken$$' -fuzztime $(FUZZTIME) ./caddymodule/wxhttp
+	go test -run '^$$' -fuzz '^FuzzTokenEndpointPath$$' -fuzztime $(FUZZTIME) ./caddymodule/wxhttp
+	go test -run '^$$' -fuzz '^FuzzCaddyfile$$' -fuzztime $(FUZZTIME) ./caddymodule
 
 # The full benchmark: about 10 minutes; results in bench/out/latest.md.
 bench:

@@ -34,6 +34,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_replay_body      <size>
 //		fetch_timeout        <duration>
 //		min_refresh_interval <duration>
+//		passthrough          <path_prefix...>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -78,6 +79,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.Errf("retry_on: %q is not a numeric errcode", arg)
 				}
 				h.RetryOn = append(h.RetryOn, code)
+			}
+		case "passthrough":
+			h.Passthrough = d.RemainingArgs()
+			if len(h.Passthrough) == 0 {
+				return d.Errf("passthrough: at least one path prefix is required (like /sns/)")
 			}
 		case "max_replay_body":
 			var size string

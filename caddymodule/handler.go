@@ -89,10 +89,18 @@ type Handler struct {
 	// token quota. Default: 1m.
 	MinRefreshInterval caddy.Duration `json:"min_refresh_interval,omitempty"`
 
-	manager *token.Manager
-	poolKey string
-	retryOn []int64
-	logger  *zap.Logger
+	// Path prefixes whose requests pass through untouched, with the
+	// client's own access_token and no retry: /sns/ calls carry the user's
+	// OAuth token, which the app's token must never replace. Matched on the
+	// decoded, cleaned path regardless of case. Default: /sns/. Giving the
+	// option replaces the default; an empty list (JSON) passes nothing.
+	Passthrough []string `json:"passthrough,omitempty"`
+
+	manager     *token.Manager
+	poolKey     string
+	passthrough []string // canonical prefixes
+	retryOn     []int64
+	logger      *zap.Logger
 	// param caches the escaped token parameter; a pointer because a
 	// Handler is copied as a value before it is provisioned.
 	param *atomic.Pointer[escapedToken]
@@ -122,6 +130,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.param = new(atomic.Pointer[escapedToken])
+	h.passthrough = canonicalPrefixes(h.Passthrough)
 	h.retryOn = h.RetryOn
 	if h.retryOn == nil {
 		h.retryOn = DefaultRetryOn
@@ -211,10 +220,31 @@ func (h *Handler) settings() (settings, error) {
 	if h.MaxReplayBody < 0 {
 		return s, fmt.Errorf("wechat_token: max_replay_body must not be negative (got %d)", h.MaxReplayBody)
 	}
+	for _, prefix := range h.Passthrough {
+		if !strings.HasPrefix(prefix, "/") {
+			return s, fmt.Errorf("wechat_token: passthrough: %q is not a path prefix (like /sns/)", prefix)
+		}
+		if wxhttp.IsTokenEndpoint(prefix) || wxhttp.HasPrefix("/cgi-bin/token", []string{wxhttp.CanonicalPrefix(prefix)}) {
+			return s, fmt.Errorf("wechat_token: passthrough: %q would let clients reach WeChat's token endpoints", prefix)
+		}
+	}
 	if slices.Contains(h.RetryOn, 0) {
 		return s, errors.New("wechat_token: retry_on: errcode 0 means success and cannot trigger a retry")
 	}
 	return s, nil
+}
+
+// canonicalPrefixes are the passthrough prefixes as HasPrefix compares
+// them; nil (the option not given) means the default.
+func canonicalPrefixes(prefixes []string) []string {
+	if prefixes == nil {
+		prefixes = wxhttp.DefaultPassthrough
+	}
+	out := make([]string, len(prefixes))
+	for i, p := range prefixes {
+		out[i] = wxhttp.CanonicalPrefix(p)
+	}
+	return out
 }
 
 // fetchTransport is a transport of its own for token calls, honouring the
@@ -244,6 +274,14 @@ func (h *Handler) Cleanup() error {
 // answers that the token was rejected, refreshes it (once for all requests
 // that failed with it) and replays the request once.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if wxhttp.IsTokenEndpoint(r.URL.Path) {
+		return writeWeChatError(w, http.StatusForbidden, "wechat_token: "+r.URL.Path+
+			" is not served through the token proxy: a client's token request would replace the token"+
+			" every app server relies on. Call the API without a token; the proxy adds it.")
+	}
+	if wxhttp.HasPrefix(r.URL.Path, h.passthrough) {
+		return next.ServeHTTP(w, r) // the client's own (user) token, untouched
+	}
 	tok, err := h.manager.Token(r.Context())
 	if err != nil {
 		if ctxErr := r.Context().Err(); ctxErr != nil {
@@ -384,6 +422,12 @@ func (h *Handler) bufferBody(r *http.Request) (body []byte, replayable bool, err
 		}
 		body = buf.Bytes()
 	}
+	if isForm(r) {
+		// A token in a form body would be a second one beside ours.
+		if stripped := wxhttp.StripToken(string(body)); len(stripped) != len(body) {
+			body = []byte(stripped)
+		}
+	}
 	// A chunked upload now has a known length; WeChat prefers that.
 	r.ContentLength = int64(len(body))
 	r.TransferEncoding = nil
@@ -391,6 +435,12 @@ func (h *Handler) bufferBody(r *http.Request) (body []byte, replayable bool, err
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buffered)), nil }
 	rewindBody(r, body)
 	return body, true, nil
+}
+
+// isForm reports whether the request body is URL-encoded form data.
+func isForm(r *http.Request) bool {
+	mediaType, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
+	return strings.EqualFold(strings.TrimSpace(mediaType), "application/x-www-form-urlencoded")
 }
 
 // rewindBody sets r.Body to read a buffered body from its start.

@@ -9,6 +9,7 @@
 package emulator
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -19,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -61,6 +63,26 @@ const (
 	FaultGarbage     = "garbage"      // HTTP 200, not JSON
 	FaultHang        = "hang"         // never answers (until the client gives up)
 	FaultIPWhitelist = "ip_whitelist" // errcode 40164 naming the caller's IP
+	FaultHTML        = "html"         // HTTP 200 with an HTML page (a proxy's or firewall's)
+	FaultEmpty       = "empty"        // HTTP 200 with an empty body
+	FaultReset       = "reset"        // the connection is reset halfway through the answer
+	// The token is issued, but expires_in is 0, negative, absurdly large,
+	// or missing from the answer.
+	FaultExpiresZero     = "expires_zero"
+	FaultExpiresNegative = "expires_negative"
+	FaultExpiresHuge     = "expires_huge"
+	FaultExpiresMissing  = "expires_missing"
+)
+
+// Fault modes of the API calls, for Faults.API.
+const (
+	// /cgi-bin/media/get sends half the media, then resets the connection.
+	FaultResetMidBody = "reset_mid_body"
+	// Calls whose token is refused get the error cut off mid-JSON, the
+	// connection closed after it.
+	FaultTruncatedJSON = "truncated_json"
+	// Calls whose token is refused get the error labelled text/html.
+	FaultRejectedAsHTML = "rejected_as_html"
 )
 
 // Faults switch on misbehaviour.
@@ -69,6 +91,8 @@ type Faults struct {
 	TokenEndpoint string `json:"token_endpoint,omitempty"`
 	// RejectAll makes every API call answer 40001, whatever its token.
 	RejectAll bool `json:"reject_all,omitempty"`
+	// API makes API calls fail this way (FaultResetMidBody ...).
+	API string `json:"api,omitempty"`
 }
 
 // Stats counts what the emulator saw. Tests assert on these.
@@ -229,13 +253,17 @@ func (s *Server) IssuedTokens() []string {
 // ServeHTTP routes to the token endpoints, the control endpoints under
 // /_emulator/, or the emulated API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch {
-	case r.URL.Path == "/cgi-bin/token":
+	// Routed as WeChat's front servers would: on the cleaned path.
+	switch p := path.Clean("/" + r.URL.Path); {
+	case p == "/cgi-bin/token":
 		s.serveClassic(w, r)
-	case r.URL.Path == "/cgi-bin/stable_token":
+	case p == "/cgi-bin/stable_token":
 		s.serveStable(w, r)
-	case strings.HasPrefix(r.URL.Path, "/_emulator/"):
+	case strings.HasPrefix(p, "/_emulator/"):
 		s.serveControl(w, r)
+	case strings.HasPrefix(p, "/sns/"):
+		// OAuth calls carry the user's token, which is not modelled: echo.
+		s.serveEcho(w, r)
 	default:
 		s.serveAPI(w, r)
 	}
@@ -272,6 +300,15 @@ func (s *Server) tokenFault(w http.ResponseWriter, r *http.Request, fault string
 		case <-r.Context().Done():
 		case <-s.closed:
 		}
+	case FaultHTML:
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = io.WriteString(w, "<!DOCTYPE html><html><head><title>Access denied</title></head><body>blocked by firewall</body></html>")
+	case FaultEmpty:
+		w.Header().Set("Content-Type", jsonType)
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusOK)
+	case FaultReset:
+		hijackAndWrite(w, []byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"access_token\":\"ACCESS_TOKEN_CUT_SH"), true)
 	case FaultIPWhitelist:
 		ip, _, err := net.SplitHostPort(r.RemoteAddr)
 		if err != nil {
@@ -329,7 +366,71 @@ func (s *Server) serveClassic(w http.ResponseWriter, r *http.Request) {
 	t := s.issue(q.Get("appid"), "classic", now)
 	a.classic = t
 	s.stats.ClassicIssued++
-	writeJSON(w, jsonType, map[string]any{"access_token": t.value, "expires_in": s.expiresIn(t, now)})
+	s.writeToken(w, t, now)
+}
+
+// writeToken answers a token endpoint call with t; s.mu must be held. The
+// expires_in fault modes garble the answer but not the token.
+func (s *Server) writeToken(w http.ResponseWriter, t *token, now time.Time) {
+	answer := map[string]any{"access_token": t.value, "expires_in": s.expiresIn(t, now)}
+	switch s.faults.TokenEndpoint {
+	case FaultExpiresZero:
+		answer["expires_in"] = 0
+	case FaultExpiresNegative:
+		answer["expires_in"] = -7200
+	case FaultExpiresHuge:
+		answer["expires_in"] = int64(math.MaxInt64 / 2)
+	case FaultExpiresMissing:
+		delete(answer, "expires_in")
+	}
+	writeJSON(w, jsonType, answer)
+}
+
+// tokenError answers a call whose token was refused, garbled as the API
+// fault mode says.
+func (s *Server) tokenError(w http.ResponseWriter, r *http.Request, contentType string, code int, msg, apiFault string) {
+	switch apiFault {
+	case FaultRejectedAsHTML:
+		wxError(w, "text/html", code, msg)
+	case FaultTruncatedJSON:
+		_, _ = io.Copy(io.Discard, r.Body)
+		full, _ := json.Marshal(map[string]any{"errcode": code, "errmsg": msg + " rid: 5f0c1d2e-fault"})
+		// The body ends where the connection does, mid-JSON.
+		hijackAndWrite(w, append([]byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"), full[:len(full)/2]...), false)
+	default:
+		wxError(w, contentType, code, msg)
+	}
+}
+
+// hijackAndWrite writes raw bytes on the connection, then closes it; with
+// reset, abortively (TCP RST), as a failing middlebox would.
+func hijackAndWrite(w http.ResponseWriter, raw []byte, reset bool) {
+	hijackAndCopy(w, bytes.NewReader(raw), reset)
+}
+
+func hijackAndCopy(w http.ResponseWriter, raw io.Reader, reset bool) {
+	conn, buf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	_, _ = io.Copy(buf, raw)
+	_ = buf.Flush()
+	if tcp, ok := conn.(*net.TCPConn); ok && reset {
+		_ = tcp.SetLinger(0)
+	}
+	_ = conn.Close()
+}
+
+// serveMediaReset promises all of media_id "bytes-N", sends half, and
+// resets the connection.
+func (s *Server) serveMediaReset(w http.ResponseWriter, mediaID string) {
+	n, err := strconv.ParseInt(strings.TrimPrefix(mediaID, "bytes-"), 10, 64)
+	if err != nil || n < 2 {
+		wxError(w, "text/plain", 40007, "invalid media_id")
+		return
+	}
+	head := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n", n)
+	hijackAndCopy(w, io.MultiReader(strings.NewReader(head), io.LimitReader(MediaPattern(), n/2)), true)
 }
 
 func (s *Server) serveStable(w http.ResponseWriter, r *http.Request) {
@@ -389,7 +490,7 @@ func (s *Server) serveStable(w http.ResponseWriter, r *http.Request) {
 	if cur != nil {
 		end, _ := cur.deadline()
 		if end.Sub(now) > s.cfg.StableWindow {
-			writeJSON(w, jsonType, map[string]any{"access_token": cur.value, "expires_in": s.expiresIn(cur, now)})
+			s.writeToken(w, cur, now)
 			return
 		}
 	}
@@ -398,7 +499,7 @@ func (s *Server) serveStable(w http.ResponseWriter, r *http.Request) {
 	t := s.issue(req.AppID, "stable", now)
 	a.stable = t
 	s.stats.StableIssued++
-	writeJSON(w, jsonType, map[string]any{"access_token": t.value, "expires_in": s.expiresIn(t, now)})
+	s.writeToken(w, t, now)
 }
 
 // authenticate checks credentials in WeChat's order; s.mu must be held.
@@ -488,6 +589,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	s.mu.Lock()
 	s.stats.APICalls++
+	apiFault := s.faults.API
 	code, msg := s.checkToken(q)
 	if code != 0 {
 		s.stats.APIRejected[code]++
@@ -496,10 +598,12 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	if code != 0 {
-		wxError(w, errType, code, msg)
+		s.tokenError(w, r, errType, code, msg, apiFault)
 		return
 	}
 	switch {
+	case r.URL.Path == "/cgi-bin/media/get" && apiFault == FaultResetMidBody:
+		s.serveMediaReset(w, q.Get("media_id"))
 	case r.URL.Path == "/cgi-bin/media/get":
 		s.serveMedia(w, q.Get("media_id"))
 	case strings.HasPrefix(r.URL.Path, "/wxa/getwxacode"):
@@ -556,6 +660,9 @@ type Echo struct {
 	BodyBytes    int    `json:"body_bytes"`
 	BodySHA256   string `json:"body_sha256"`
 	ChunkedInput bool   `json:"chunked"`
+	// UserToken is the access_token of a /sns/ call (a user's OAuth
+	// token, not an app's), so tests can see it arrived untouched.
+	UserToken string `json:"user_access_token,omitempty"`
 }
 
 func (s *Server) serveEcho(w http.ResponseWriter, r *http.Request) {
@@ -587,7 +694,16 @@ func (s *Server) serveEcho(w http.ResponseWriter, r *http.Request) {
 		TokenParams: params, ContentType: r.Header.Get("Content-Type"),
 		BodyBytes: int(n), BodySHA256: hex.EncodeToString(h.Sum(nil)),
 		ChunkedInput: slices.Contains(r.TransferEncoding, "chunked"),
+		UserToken:    userToken(r),
 	})
+}
+
+// userToken is the access_token of a /sns/ call; "" for any other.
+func userToken(r *http.Request) string {
+	if !strings.HasPrefix(path.Clean("/"+r.URL.Path), "/sns/") {
+		return ""
+	}
+	return r.URL.Query().Get("access_token")
 }
 
 func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {

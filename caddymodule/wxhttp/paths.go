@@ -1,0 +1,77 @@
+package wxhttp
+
+import (
+	"path"
+	"strings"
+)
+
+// tokenEndpoints issue tokens. A client calling /cgi-bin/token through the
+// proxy would invalidate the token every app server relies on; neither is
+// ever forwarded.
+var tokenEndpoints = []string{"/cgi-bin/token", "/cgi-bin/stable_token"}
+
+// DefaultPassthrough are the paths whose calls carry a token of their own:
+// /sns/ calls (userinfo, auth) take the user's OAuth access_token, which the
+// app's token must never replace.
+var DefaultPassthrough = []string{"/sns/"}
+
+// CanonicalPath is the path as a server normalising it would route it:
+// cleaned of dot segments and repeated slashes, lower case. p is the
+// decoded path (r.URL.Path), so percent-encoded letters and slashes are
+// already plain.
+func CanonicalPath(p string) string {
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	// Neither allocates for a path already clean and in lower case.
+	return strings.ToLower(path.Clean(p))
+}
+
+// IsTokenEndpoint reports whether a request for path p would reach one of
+// WeChat's token endpoints, however the path is spelled: in any case, with
+// dot segments, repeated or trailing slashes, or followed by ;parameters
+// or anything else that cannot continue a path name. It errs on the side
+// of refusing.
+func IsTokenEndpoint(p string) bool {
+	canonical := CanonicalPath(p)
+	for _, endpoint := range tokenEndpoints {
+		if rest, ok := strings.CutPrefix(canonical, endpoint); ok {
+			if rest == "" || !isNameByte(rest[0]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// HasPrefix reports whether path p lies under one of prefixes (each in
+// canonical form, as CanonicalPath gives for a prefix: a prefix ending in
+// "/" also matches the directory itself).
+func HasPrefix(p string, prefixes []string) bool {
+	if len(prefixes) == 0 {
+		return false
+	}
+	canonical := CanonicalPath(p)
+	for _, prefix := range prefixes {
+		if strings.HasPrefix(canonical, prefix) || canonical+"/" == prefix {
+			return true
+		}
+	}
+	return false
+}
+
+// CanonicalPrefix is a configured path prefix in the form HasPrefix
+// compares with, keeping a trailing slash that says "this directory".
+func CanonicalPrefix(prefix string) string {
+	c := CanonicalPath(prefix)
+	if strings.HasSuffix(prefix, "/") && c != "/" {
+		c += "/"
+	}
+	return c
+}
+
+// isNameByte reports whether b can continue a path segment's name, as in
+// /cgi-bin/token_other: a letter, digit, '_' or '-'.
+func isNameByte(b byte) bool {
+	return b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || b == '_' || b == '-'
+}
