@@ -65,6 +65,7 @@ const (
 	FaultIPWhitelist = "ip_whitelist" // errcode 40164 naming the caller's IP
 	FaultHTML        = "html"         // HTTP 200 with an HTML page (a proxy's or firewall's)
 	FaultEmpty       = "empty"        // HTTP 200 with an empty body
+	FaultSlow        = "slow"         // answers normally, after a second
 	FaultReset       = "reset"        // the connection is reset halfway through the answer
 	// The token is issued, but expires_in is 0, negative, absurdly large,
 	// or missing from the answer.
@@ -295,6 +296,13 @@ func (s *Server) tokenFault(w http.ResponseWriter, r *http.Request, fault string
 	case FaultGarbage:
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "\x00\x01 this is not json")
+	case FaultSlow:
+		select {
+		case <-time.After(time.Second):
+		case <-r.Context().Done():
+		case <-s.closed:
+		}
+		return false // then answers as usual
 	case FaultHang:
 		select {
 		case <-r.Context().Done():
