@@ -5,7 +5,7 @@
 #   make bench
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: demo test build deps lint fuzz bench bench-smoke
+.PHONY: demo test build deps lint fuzz soak bench bench-smoke
 
 # How long each fuzz target runs in make test; longer by hand: make fuzz FUZZTIME=10m
 FUZZTIME ?= 10s
@@ -41,6 +41,11 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzStripToken$$' -fuzztime $(FUZZTIME) ./caddymodule/wxhttp
 	go test -run '^$$' -fuzz '^FuzzTokenEndpointPath$$' -fuzztime $(FUZZTIME) ./caddymodule/wxhttp
 	go test -run '^$$' -fuzz '^FuzzCaddyfile$$' -fuzztime $(FUZZTIME) ./caddymodule
+
+# The soak at full length (make test runs its 20-second version):
+# load, short token lives, random revocations and token-endpoint outages.
+soak:
+	WECHAT_SOAK=10m go test -race -count=1 -run '^TestSoak$$' -v -timeout 30m ./tests
 
 # The full benchmark: about 10 minutes; results in bench/out/latest.md.
 bench:

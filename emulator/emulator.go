@@ -238,6 +238,27 @@ func (s *Server) Revoke(appID string) {
 	}
 }
 
+// Issuance is one token handed out.
+type Issuance struct {
+	At     time.Time
+	Family string // "classic" or "stable"
+}
+
+// History lists the tokens issued to appID, oldest first, so that a test
+// can tell renewals from refreshes.
+func (s *Server) History(appID string) []Issuance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Issuance
+	for _, t := range s.tokens {
+		if t.appID == appID {
+			out = append(out, Issuance{At: t.issuedAt, Family: t.family})
+		}
+	}
+	slices.SortFunc(out, func(a, b Issuance) int { return a.At.Compare(b.At) })
+	return out
+}
+
 // IssuedTokens lists every token ever issued, so tests can check that none
 // leaks into logs.
 func (s *Server) IssuedTokens() []string {

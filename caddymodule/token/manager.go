@@ -489,10 +489,11 @@ func (m *Manager) run() {
 			end()
 		}
 	}
-	failures := 0
+	failures := 0      // consecutive failed attempts
+	outage := 0        // of which made while no valid token was held
 	unchanged := false // the last renewal got the current token back
 	for {
-		delay := m.nextDelay(failures, unchanged)
+		delay := m.nextDelay(failures, outage, unchanged)
 		if delay > 0 {
 			sleep := delay
 			if m.store != nil {
@@ -515,6 +516,7 @@ func (m *Manager) run() {
 			return
 		}
 		before := m.current.Load()
+		hadToken := before.ValidAt(m.clock.Now())
 		reason, replacing := "renewal", ""
 		if before == nil {
 			reason = "first token"
@@ -525,26 +527,34 @@ func (m *Manager) run() {
 		switch {
 		case err != nil:
 			failures++
+			if hadToken {
+				outage = 0
+			} else {
+				outage++
+			}
 			unchanged = false
 		default:
-			failures = 0
+			failures, outage = 0, 0
 			unchanged = before != nil && tok.Value == before.Value
 		}
 	}
 }
 
 // nextDelay says how long the loop waits before its next fetch.
-func (m *Manager) nextDelay(failures int, unchanged bool) time.Duration {
+func (m *Manager) nextDelay(failures, outage int, unchanged bool) time.Duration {
 	now := m.clock.Now()
 	cur := m.current.Load()
 	if !cur.ValidAt(now) {
-		if failures == 0 {
+		// Nothing can be served: try at once when the token has just run
+		// out (whatever failed while it was valid), then back off afresh,
+		// retrying a transient failure at least every noTokenMaxBackoff.
+		if outage == 0 {
 			return 0
 		}
 		m.mu.Lock()
 		lastErr := m.lastErr
 		m.mu.Unlock()
-		return backoff(failures, maxBackoff(lastErr))
+		return backoff(outage, min(maxBackoff(lastErr), noTokenMaxBackoff(lastErr)))
 	}
 	remaining := cur.ExpiresAt.Sub(now)
 	m.mu.Lock()
@@ -577,6 +587,18 @@ func maxBackoff(err error) time.Duration {
 		}
 	}
 	return time.Minute
+}
+
+// noTokenMaxBackoff bounds the wait between attempts while no valid token
+// is held, when every request is refused: a transient failure (busy, a 5xx,
+// a network error) is retried within seconds of WeChat's recovery, while
+// errors that need a person (a wrong secret, the IP whitelist, the quota)
+// keep maxBackoff's minutes.
+func noTokenMaxBackoff(err error) time.Duration {
+	if maxBackoff(err) > time.Minute {
+		return maxBackoff(err)
+	}
+	return 10 * time.Second
 }
 
 // backoff doubles from one second up to limit, with ±20 % jitter so that

@@ -443,3 +443,40 @@ func TestPassiveRefreshAfterFailedRenewalReschedules(t *testing.T) {
 	}
 	waitScheduled(t, clock, fresh.ExpiresAt.Add(-30*time.Second))
 }
+
+// An outage that outlasts the token: once WeChat is back, the token is
+// back within seconds, not after the minute-long backoff the failures
+// while the token was valid would otherwise have built up.
+func TestOutageAcrossExpiryRecoversWithinSeconds(t *testing.T) {
+	clock := newFakeClock()
+	f := &fakeFetcher{answer: sequential(100 * time.Second)}
+	m := startManager(t, Classic, f, clock, func(o *Options) { o.RefreshAhead = 30 * time.Second })
+	start := clock.Now()
+	mustToken(t, m)
+	back := start.Add(160 * time.Second) // 60 s past expiry
+	busy := &APIError{Code: -1, Msg: "system error"}
+	f.set(func(n int, force bool) (Fetched, error) {
+		if clock.Now().Before(back) {
+			return Fetched{}, busy
+		}
+		return sequential(100*time.Second)(n, force)
+	})
+	for {
+		eventually(t, "attempt scheduled", func() bool { d, _ := clock.next(); return d.After(clock.Now()) })
+		due, _ := clock.next()
+		n := f.count()
+		clock.AdvanceTo(due)
+		eventually(t, "attempt", func() bool { return f.count() == n+1 })
+		if !due.Before(back) {
+			break
+		}
+	}
+	recovered := clock.Now()
+	eventually(t, "token back", func() bool { _, err := m.Token(context.Background()); return err == nil })
+	if late := recovered.Sub(back); late > 12*time.Second {
+		t.Fatalf("token back %s after WeChat was, want within the 10 s (+20 %% jitter) bound", late)
+	}
+	if n := f.count(); n > 25 {
+		t.Fatalf("%d token calls for 130 s of outage", n)
+	}
+}
