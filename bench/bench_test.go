@@ -59,6 +59,9 @@ func TestPairedRatioPairsRounds(t *testing.T) {
 	if got := pairedRatio(a, b, func(t trial) float64 { return t.rps }); got != 0.99 {
 		t.Fatalf("median of 0.9, 1, 0.99 = %v, want 0.99", got)
 	}
+	if lo, hi := pairedRange(a, b, func(t trial) float64 { return t.rps }); lo != 0.9 || hi != 1 {
+		t.Fatalf("range = %v–%v, want 0.9–1", lo, hi)
+	}
 	if got := median([]float64{4, 1, 3, 2}); got != 2.5 {
 		t.Fatalf("median = %v, want 2.5", got)
 	}
