@@ -274,12 +274,12 @@ func (h *Handler) Cleanup() error {
 // answers that the token was rejected, refreshes it (once for all requests
 // that failed with it) and replays the request once.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if wxhttp.IsTokenEndpoint(r.URL.Path) {
+	switch wxhttp.Route(r.URL.Path, h.passthrough) {
+	case wxhttp.Refuse:
 		return writeWeChatError(w, http.StatusForbidden, "wechat_token: "+r.URL.Path+
 			" is not served through the token proxy: a client's token request would replace the token"+
 			" every app server relies on. Call the API without a token; the proxy adds it.")
-	}
-	if wxhttp.HasPrefix(r.URL.Path, h.passthrough) {
+	case wxhttp.Passthrough:
 		return next.ServeHTTP(w, r) // the client's own (user) token, untouched
 	}
 	tok, err := h.manager.Token(r.Context())

@@ -453,8 +453,8 @@ func hijackAndCopy(w http.ResponseWriter, raw io.Reader, reset bool) {
 // serveMediaReset promises all of media_id "bytes-N", sends half, and
 // resets the connection.
 func (s *Server) serveMediaReset(w http.ResponseWriter, mediaID string) {
-	n, err := strconv.ParseInt(strings.TrimPrefix(mediaID, "bytes-"), 10, 64)
-	if err != nil || n < 2 {
+	n, ok := mediaSize(mediaID)
+	if !ok || n < 2 {
 		wxError(w, "text/plain", 40007, "invalid media_id")
 		return
 	}
@@ -650,8 +650,8 @@ var fakeJPEG = append([]byte{0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, 'J', 'F', 'I', 
 // serveMedia streams media_id "bytes-N" as N bytes of a repeating pattern,
 // so that large downloads cost the emulator no memory.
 func (s *Server) serveMedia(w http.ResponseWriter, mediaID string) {
-	n, err := strconv.ParseInt(strings.TrimPrefix(mediaID, "bytes-"), 10, 64)
-	if !strings.HasPrefix(mediaID, "bytes-") || err != nil || n < 0 {
+	n, ok := mediaSize(mediaID)
+	if !ok {
 		wxError(w, "text/plain", 40007, "invalid media_id")
 		return
 	}
@@ -659,6 +659,13 @@ func (s *Server) serveMedia(w http.ResponseWriter, mediaID string) {
 	w.Header().Set("Content-Disposition", `attachment; filename="`+mediaID+`.jpg"`)
 	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
 	_, _ = io.Copy(w, io.LimitReader(MediaPattern(), n))
+}
+
+// mediaSize is N of media_id "bytes-N".
+func mediaSize(mediaID string) (int64, bool) {
+	digits, ok := strings.CutPrefix(mediaID, "bytes-")
+	n, err := strconv.ParseInt(digits, 10, 64)
+	return n, ok && err == nil && n >= 0
 }
 
 // MediaPattern returns the endless byte pattern served by

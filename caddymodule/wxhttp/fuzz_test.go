@@ -108,8 +108,18 @@ func FuzzTokenEndpointPath(f *testing.F) {
 		if IsTokenEndpoint(p) && !strings.HasPrefix(canonical, "/cgi-bin/") {
 			t.Fatalf("%q refused though outside /cgi-bin/", p)
 		}
-		if HasPrefix(p, []string{CanonicalPrefix("/sns/")}) && IsTokenEndpoint(p) {
+		sns := []string{CanonicalPrefix("/sns/")}
+		if HasPrefix(p, sns) && IsTokenEndpoint(p) {
 			t.Fatalf("%q both passes through and is refused", p)
+		}
+		want := Inject
+		if IsTokenEndpoint(p) {
+			want = Refuse
+		} else if HasPrefix(p, sns) {
+			want = Passthrough
+		}
+		if got := Route(p, sns); got != want {
+			t.Fatalf("Route(%q) = %d, want %d", p, got, want)
 		}
 	})
 }

@@ -32,8 +32,9 @@ func CanonicalPath(p string) string {
 // dot segments, repeated or trailing slashes, or followed by ;parameters
 // or anything else that cannot continue a path name. It errs on the side
 // of refusing.
-func IsTokenEndpoint(p string) bool {
-	canonical := CanonicalPath(p)
+func IsTokenEndpoint(p string) bool { return isTokenEndpoint(CanonicalPath(p)) }
+
+func isTokenEndpoint(canonical string) bool {
 	for _, endpoint := range tokenEndpoints {
 		if rest, ok := strings.CutPrefix(canonical, endpoint); ok {
 			if rest == "" || !isNameByte(rest[0]) {
@@ -48,16 +49,39 @@ func IsTokenEndpoint(p string) bool {
 // canonical form, as CanonicalPath gives for a prefix: a prefix ending in
 // "/" also matches the directory itself).
 func HasPrefix(p string, prefixes []string) bool {
-	if len(prefixes) == 0 {
-		return false
-	}
-	canonical := CanonicalPath(p)
+	return len(prefixes) > 0 && hasPrefix(CanonicalPath(p), prefixes)
+}
+
+func hasPrefix(canonical string, prefixes []string) bool {
 	for _, prefix := range prefixes {
 		if strings.HasPrefix(canonical, prefix) || canonical+"/" == prefix {
 			return true
 		}
 	}
 	return false
+}
+
+// PathRoute is what the proxy does with a request for a path.
+type PathRoute uint8
+
+// The routes of Route.
+const (
+	Inject      PathRoute = iota // add the app's token
+	Refuse                       // a token endpoint: never forwarded
+	Passthrough                  // the client's own token, untouched
+)
+
+// Route decides for path p, cleaning it once: IsTokenEndpoint first, then
+// HasPrefix with the passthrough prefixes (in CanonicalPrefix form).
+func Route(p string, passthrough []string) PathRoute {
+	canonical := CanonicalPath(p)
+	switch {
+	case isTokenEndpoint(canonical):
+		return Refuse
+	case hasPrefix(canonical, passthrough):
+		return Passthrough
+	}
+	return Inject
 }
 
 // CanonicalPrefix is a configured path prefix in the form HasPrefix
