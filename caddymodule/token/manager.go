@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,6 +110,8 @@ type Manager struct {
 	latency      latency
 	retries      map[string]int
 	fetchedHere  bool              // this instance fetched the current token (not adopted it)
+	recent       []Token           // the last tokens installed, newest last (see noteRejection)
+	rejections   []rejection       // first rejections noticed, oldest first
 	warned       map[string]string // kind -> text of the last one-time warning
 	// attempt is closed when the fetch under way ends; it exists from
 	// construction until the first fetch ends, so that early requests wait
@@ -275,36 +278,86 @@ func (m *Manager) Token(ctx context.Context) (Token, error) {
 	return Token{}, fmt.Errorf("%w: %w", ErrNoToken, lastErr)
 }
 
-// Refresh is called when WeChat rejected the token value rejected. If that
-// is no longer the current token, the current one is returned with no
-// fetch: many requests failing at once with one token cause one refresh.
-// Otherwise one fetch is made (shared by all concurrent callers) unless the
-// rate limit forbids it (ErrRefreshLimited). With the stable API, a fetch
-// that answers the rejected token again is followed by one force_refresh,
-// within WeChat's limits for it.
+// Refresh is called when WeChat rejected the token value rejected. If the
+// current token was fetched since that rejection was first noticed, it is
+// returned with no fetch: many requests failing at once with one token
+// cause one refresh. Otherwise one fetch is made (shared by all concurrent
+// callers) unless the rate limit forbids it (ErrRefreshLimited). With the
+// stable API, a fetch that answers the rejected token again is followed by
+// one force_refresh, within WeChat's limits for it.
 func (m *Manager) Refresh(ctx context.Context, rejected string) (Token, error) {
+	since := m.noteRejection(rejected)
 	for range 2 {
-		if t := m.current.Load(); t.ValidAt(m.clock.Now()) && t.Value != rejected {
+		if t := m.current.Load(); m.replaces(t, rejected, since) {
 			return *t, nil
 		}
 		var ran atomic.Bool
 		tok, err := m.fly(ctx, func() (Token, error) {
 			ran.Store(true)
-			return m.replace(rejected, true, "rejected")
+			return m.replace(rejected, since, true, "rejected")
 		})
-		if err != nil {
+		switch {
+		case err != nil:
 			return Token{}, err
-		}
-		if tok.Value != rejected {
+		case ran.Load() && tok.Value == rejected:
+			return Token{}, fmt.Errorf("WeChat still answers the rejected token for %s", m.appID)
+		case ran.Load() || m.replaces(&tok, rejected, since):
 			return tok, nil
 		}
-		if ran.Load() {
-			break
-		}
-		// We joined a renewal that was not about this rejection and got the
-		// rejected token back; go again, this time with our own fetch.
+		// We joined a fetch that began before the rejection was noticed: its
+		// token may have been dropped by whatever dropped the rejected one.
+		// Go again, this time with our own fetch.
 	}
-	return Token{}, fmt.Errorf("WeChat still answers the rejected token for %s", m.appID)
+	return Token{}, fmt.Errorf("no token for %s fetched since WeChat rejected one", m.appID)
+}
+
+// replaces reports whether t can stand in for the token rejected: valid,
+// another token, and fetched no earlier than since (see noteRejection).
+func (m *Manager) replaces(t *Token, rejected string, since time.Time) bool {
+	return t.ValidAt(m.clock.Now()) && t.Value != rejected && !t.FetchedAt.Before(since)
+}
+
+// Bounds of what noteRejection remembers: a request is in flight for
+// seconds, a token lives for hours, so only the last few matter.
+const (
+	rememberedTokens     = 4
+	rememberedRejections = 16
+)
+
+// rejection is the first time WeChat was seen to reject a token.
+type rejection struct {
+	token string
+	at    time.Time
+}
+
+// noteRejection records that WeChat rejected token and returns since: the
+// first time, after token was fetched, that a rejection of a token not
+// already known bad was noticed. Whatever dropped token (another system
+// fetching tokens, a secret reset) happened between its fetch and now, and
+// may have dropped tokens fetched meanwhile too, such as a renewal that
+// raced it; only tokens fetched since are surely newer. Taking the first
+// such notice rather than this one keeps one refresh for all the requests
+// failing from one event, whichever of its tokens they carried.
+func (m *Manager) noteRejection(token string) (since time.Time) {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !slices.ContainsFunc(m.rejections, func(r rejection) bool { return r.token == token }) {
+		if len(m.rejections) == rememberedRejections {
+			m.rejections = slices.Delete(m.rejections, 0, 1)
+		}
+		m.rejections = append(m.rejections, rejection{token, now})
+	}
+	var fetchedAt time.Time // unknown: older than the tokens remembered
+	if i := slices.IndexFunc(m.recent, func(t Token) bool { return t.Value == token }); i >= 0 {
+		fetchedAt = m.recent[i].FetchedAt
+	}
+	for _, r := range m.rejections {
+		if !r.at.Before(fetchedAt) {
+			return r.at
+		}
+	}
+	return now
 }
 
 // RenewNow replaces the current token at once, as an operator asks through
@@ -317,17 +370,18 @@ func (m *Manager) RenewNow(ctx context.Context, force bool) (tok Token, renewed 
 	if t := m.current.Load(); t != nil {
 		current = t.Value
 	}
-	tok, err = m.fly(ctx, func() (Token, error) { return m.replace(current, force, "admin request") })
+	asked := m.clock.Now()
+	tok, err = m.fly(ctx, func() (Token, error) { return m.replace(current, asked, force, "admin request") })
 	return tok, err == nil && tok.Value != current, err
 }
 
-// replace replaces the token rejected; it runs inside a flight. With the
-// stable API, allowForce permits a force_refresh when the normal call
-// answers the rejected token again.
-func (m *Manager) replace(rejected string, allowForce bool, reason string) (Token, error) {
+// replace replaces the token rejected with one fetched since; it runs
+// inside a flight. With the stable API, allowForce permits a force_refresh
+// when the normal call answers the rejected token again.
+func (m *Manager) replace(rejected string, since time.Time, allowForce bool, reason string) (Token, error) {
 	now := m.clock.Now()
 	// A flight that ended just before this one may have replaced it already.
-	if t := m.current.Load(); t.ValidAt(now) && t.Value != rejected {
+	if t := m.current.Load(); m.replaces(t, rejected, since) {
 		return *t, nil
 	}
 	m.mu.Lock()
@@ -462,6 +516,12 @@ func (m *Manager) install(tok *Token, fetched bool) {
 	defer m.mu.Unlock()
 	m.lastErr = nil
 	m.fetchedHere = fetched
+	if n := len(m.recent); n == 0 || m.recent[n-1].Value != tok.Value {
+		if n == rememberedTokens {
+			m.recent = slices.Delete(m.recent, 0, 1)
+		}
+		m.recent = append(m.recent, *tok)
+	}
 	if fetched {
 		m.counts.fetches++
 	} else {
@@ -493,24 +553,16 @@ func (m *Manager) run() {
 	outage := 0        // of which made while no valid token was held
 	unchanged := false // the last renewal got the current token back
 	for {
-		delay := m.nextDelay(failures, outage, unchanged)
-		if delay > 0 {
-			sleep := delay
-			if m.store != nil {
-				sleep = min(delay, syncPeriod(m.current.Load()))
-			}
-			m.log().Debug("next token renewal scheduled", zap.Duration("in", delay))
-			select {
-			case <-m.ctx.Done():
+		// The attempt is due at a fixed time: the re-reads of the store
+		// while waiting must not restart the wait, or a backoff longer
+		// than the re-read period would never end.
+		due := m.clock.Now().Add(m.nextDelay(failures, outage, unchanged))
+		m.log().Debug("next token attempt scheduled", zap.Time("at", due))
+		if !m.sleepUntil(due) {
+			if m.ctx.Err() != nil {
 				return
-			case <-m.wake:
-				continue
-			case <-m.clock.After(sleep):
 			}
-			if sleep < delay {
-				m.syncFromStore()
-				continue
-			}
+			continue // woken: a new token or new settings; reschedule
 		}
 		if m.ctx.Err() != nil {
 			return
@@ -536,6 +588,32 @@ func (m *Manager) run() {
 		default:
 			failures, outage = 0, 0
 			unchanged = before != nil && tok.Value == before.Value
+		}
+	}
+}
+
+// sleepUntil waits until due, re-reading the shared store meanwhile. It
+// returns false when woken early: by Stop, by a new token (fetched on
+// demand or adopted from the store) or by new settings.
+func (m *Manager) sleepUntil(due time.Time) bool {
+	for {
+		wait := due.Sub(m.clock.Now())
+		if wait <= 0 {
+			return true
+		}
+		sleep := wait
+		if m.store != nil {
+			sleep = min(wait, syncPeriod(m.current.Load()))
+		}
+		select {
+		case <-m.ctx.Done():
+			return false
+		case <-m.wake:
+			return false
+		case <-m.clock.After(sleep):
+		}
+		if sleep < wait && m.syncFromStore() {
+			return false // another instance renewed: a new schedule
 		}
 	}
 }

@@ -242,28 +242,48 @@ func TestFetchFailureKeepsTokenThenAnswersPromptly(t *testing.T) {
 	})
 }
 
+// A wrong secret costs a bounded number of calls, yet is retried every few
+// minutes, so that the token is back soon after a person fixes it. With
+// shared storage too, which the loop re-reads every minute while it waits.
 func TestBadSecretBacksOffUpToMinutes(t *testing.T) {
-	clock := newFakeClock()
-	f := &fakeFetcher{answer: func(int, bool) (Fetched, error) {
-		return Fetched{}, &APIError{Code: 40125, Msg: "invalid appsecret"}
-	}}
-	m := startManager(t, Classic, f, clock, nil)
-	_, err := m.Token(context.Background())
-	if !errors.Is(err, ErrNoToken) || !strings.Contains(err.Error(), "invalid AppSecret") {
-		t.Fatalf("err = %v", err)
+	for _, shared := range []bool{false, true} {
+		t.Run(fmt.Sprintf("shared=%t", shared), func(t *testing.T) {
+			clock := newFakeClock()
+			f := &fakeFetcher{answer: func(int, bool) (Fetched, error) {
+				return Fetched{}, &APIError{Code: 40125, Msg: "invalid appsecret"}
+			}}
+			m := startManager(t, Classic, f, clock, func(o *Options) {
+				if shared {
+					sharing(newMemStore(), nil)(o)
+				}
+			})
+			_, err := m.Token(context.Background())
+			if !errors.Is(err, ErrNoToken) || !strings.Contains(err.Error(), "invalid AppSecret") {
+				t.Fatalf("err = %v", err)
+			}
+			stepLoop(t, clock, clock.Now().Add(time.Hour), func() bool { return false })
+			if n := f.count(); n > 30 || n < 12 {
+				t.Fatalf("%d fetches in an hour with a wrong secret, want 12 to 30 (every 5 min ±20 %% after the first few)", n)
+			}
+		})
 	}
-	// An hour of a wrong secret costs a bounded number of calls.
-	end := clock.Now().Add(time.Hour)
+}
+
+// stepLoop advances the fake clock to each time the renewal loop means to
+// wake, waiting for it to go back to sleep each time, until done holds or
+// the clock reaches end. It returns the clock's time then.
+func stepLoop(t *testing.T, clock *fakeClock, end time.Time, done func() bool) time.Time {
+	t.Helper()
+	eventually(t, "loop asleep", func() bool { due, _ := clock.next(); return due.After(clock.Now()) })
 	for clock.Now().Before(end) {
-		n := f.count()
-		eventually(t, "retry scheduled", func() bool { d, _ := clock.next(); return d.After(clock.Now()) })
-		due, _ := clock.next()
+		due, calls := clock.next()
 		clock.AdvanceTo(due)
-		eventually(t, "retry", func() bool { return f.count() == n+1 })
+		eventually(t, "loop asleep again", func() bool { due, c := clock.next(); return c > calls && due.After(clock.Now()) })
+		if done() {
+			break
+		}
 	}
-	if n := f.count(); n > 30 {
-		t.Fatalf("%d fetches in an hour with a wrong secret", n)
-	}
+	return clock.Now()
 }
 
 func TestRefreshManyRejectionsOneFetch(t *testing.T) {
@@ -308,6 +328,59 @@ func TestRefreshManyRejectionsOneFetch(t *testing.T) {
 	}
 	if n := f.count(); n != 2 {
 		t.Fatalf("late rejection fetched: %d fetches", n)
+	}
+}
+
+// WeChat drops every token (another system fetched some, or the secret was
+// reset) just as a renewal lands: requests still carrying the previous
+// token come back rejected after the renewed token was fetched. That token
+// may be dropped too, so it is not trusted for the replay: one fetch, and
+// then the stragglers of either token get the new one with no more fetches.
+func TestRejectionRacingRenewalFetchesOnce(t *testing.T) {
+	for _, joined := range []bool{false, true} {
+		t.Run(fmt.Sprintf("rejection during the renewal fetch=%t", joined), func(t *testing.T) {
+			clock := newFakeClock()
+			f := &fakeFetcher{answer: sequential(100 * time.Second)}
+			m := startManager(t, Classic, f, clock, func(o *Options) { o.RefreshAhead = 30 * time.Second })
+			start := clock.Now()
+			mustToken(t, m)
+			waitScheduled(t, clock, start.Add(70*time.Second))
+			gate := make(chan struct{})
+			if joined {
+				f.mu.Lock()
+				f.gate = gate
+				f.mu.Unlock()
+			}
+			clock.AdvanceTo(start.Add(70 * time.Second))
+			eventually(t, "renewal fetch", func() bool { return f.count() == 2 })
+			if !joined {
+				eventually(t, "tok2 installed", func() bool { return mustToken(t, m).Value != "tok1" })
+			}
+
+			clock.Advance(10 * time.Millisecond)
+			refreshed := make(chan string, 1)
+			go func() {
+				tok, err := m.Refresh(context.Background(), "tok1")
+				if err != nil {
+					refreshed <- err.Error()
+					return
+				}
+				refreshed <- tok.Value
+			}()
+			close(gate) // the renewal ends, before or after the refresh joined it
+			if got := <-refreshed; got != "tok3" {
+				t.Fatalf("refresh after tok1 was rejected gave %q, want tok3 (tok2 was fetched before the rejection)", got)
+			}
+			for _, rejected := range []string{"tok2", "tok1", "tok2"} {
+				clock.Advance(10 * time.Millisecond)
+				if tok, err := m.Refresh(context.Background(), rejected); err != nil || tok.Value != "tok3" {
+					t.Fatalf("late rejection of %s: %q, %v", rejected, tok.Value, err)
+				}
+			}
+			if n := f.count(); n != 3 {
+				t.Fatalf("%d fetches, want 3 (first, renewal, one refresh)", n)
+			}
+		})
 	}
 }
 
@@ -446,37 +519,49 @@ func TestPassiveRefreshAfterFailedRenewalReschedules(t *testing.T) {
 
 // An outage that outlasts the token: once WeChat is back, the token is
 // back within seconds, not after the minute-long backoff the failures
-// while the token was valid would otherwise have built up.
+// while the token was valid would otherwise have built up. With shared
+// storage too: its re-reads while the loop waits must not restart the
+// wait (they did, and a backoff longer than the re-read period, an eighth
+// of the token's life, never ended).
 func TestOutageAcrossExpiryRecoversWithinSeconds(t *testing.T) {
-	clock := newFakeClock()
-	f := &fakeFetcher{answer: sequential(100 * time.Second)}
-	m := startManager(t, Classic, f, clock, func(o *Options) { o.RefreshAhead = 30 * time.Second })
-	start := clock.Now()
-	mustToken(t, m)
-	back := start.Add(160 * time.Second) // 60 s past expiry
-	busy := &APIError{Code: -1, Msg: "system error"}
-	f.set(func(n int, force bool) (Fetched, error) {
-		if clock.Now().Before(back) {
-			return Fetched{}, busy
-		}
-		return sequential(100*time.Second)(n, force)
-	})
-	for {
-		eventually(t, "attempt scheduled", func() bool { d, _ := clock.next(); return d.After(clock.Now()) })
-		due, _ := clock.next()
-		n := f.count()
-		clock.AdvanceTo(due)
-		eventually(t, "attempt", func() bool { return f.count() == n+1 })
-		if !due.Before(back) {
-			break
-		}
-	}
-	recovered := clock.Now()
-	eventually(t, "token back", func() bool { _, err := m.Token(context.Background()); return err == nil })
-	if late := recovered.Sub(back); late > 12*time.Second {
-		t.Fatalf("token back %s after WeChat was, want within the 10 s (+20 %% jitter) bound", late)
-	}
-	if n := f.count(); n > 25 {
-		t.Fatalf("%d token calls for 130 s of outage", n)
+	for _, tc := range []struct {
+		name   string
+		ttl    time.Duration
+		shared bool
+	}{
+		{"alone", 100 * time.Second, false},
+		{"shared storage", 100 * time.Second, true},
+		{"shared storage, short-lived tokens", 8 * time.Second, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			f := &fakeFetcher{answer: sequential(tc.ttl)}
+			m := startManager(t, Classic, f, clock, func(o *Options) {
+				o.RefreshAhead = 30 * time.Second
+				if tc.shared {
+					sharing(newMemStore(), nil)(o)
+				}
+			})
+			start := clock.Now()
+			mustToken(t, m)
+			back := start.Add(tc.ttl + 60*time.Second) // 60 s past expiry
+			busy := &APIError{Code: -1, Msg: "system error"}
+			f.set(func(n int, force bool) (Fetched, error) {
+				if clock.Now().Before(back) {
+					return Fetched{}, busy
+				}
+				return sequential(tc.ttl)(n, force)
+			})
+			recovered := stepLoop(t, clock, back.Add(time.Minute), func() bool {
+				_, err := m.Token(context.Background())
+				return err == nil && !clock.Now().Before(back)
+			})
+			if late := recovered.Sub(back); late > 12*time.Second {
+				t.Fatalf("token back %s after WeChat was, want within the 10 s (+20 %% jitter) bound", late)
+			}
+			if n := f.count(); n > 25 {
+				t.Fatalf("%d token calls for %s of outage", n, back.Sub(start))
+			}
+		})
 	}
 }

@@ -124,12 +124,15 @@ func (m *Manager) adopt(tok *Token, why string) {
 	m.poke()
 }
 
-// syncFromStore adopts a token that another instance renewed.
-func (m *Manager) syncFromStore() {
+// syncFromStore adopts a token that another instance renewed, and says
+// whether it did.
+func (m *Manager) syncFromStore() bool {
 	stored, ok := m.loadShared()
-	if ok && newer(stored, m.current.Load(), "", m.clock.Now()) {
-		m.adopt(stored, "renewed by another instance")
+	if !ok || !newer(stored, m.current.Load(), "", m.clock.Now()) {
+		return false
 	}
+	m.adopt(stored, "renewed by another instance")
+	return true
 }
 
 // obtain replaces the token replacing (the current one, or one WeChat
