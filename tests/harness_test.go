@@ -107,6 +107,13 @@ type caddyOptions struct {
 	// storageConfig, if set, is the whole global storage option instead,
 	// such as a storage redis block.
 	storageConfig string
+	// logLevel is the level of Caddy's own log (default DEBUG). Long runs
+	// take INFO: at DEBUG every request writes two lines, which the test
+	// holds in memory.
+	logLevel string
+	// noAccessLog leaves the access log out, for runs of millions of
+	// requests; the leak check then reads Caddy's own log only.
+	noAccessLog bool
 }
 
 type syncBuffer struct {
@@ -139,6 +146,10 @@ func freePort(t *testing.T) int {
 // caddyfile wraps site directives in a config with debug logging, an access
 // log, and storage in the test's own directory.
 func (c *caddy) caddyfile(site string) string {
+	accessLog := fmt.Sprintf("log {\n\t\toutput file %s\n\t\t%s\n\t}", filepath.Join(c.dir, "access.log"), c.opts.accessFormat)
+	if c.opts.noAccessLog {
+		accessLog = ""
+	}
 	return fmt.Sprintf(`{
 	admin %s
 	auto_https off
@@ -147,19 +158,16 @@ func (c *caddy) caddyfile(site string) string {
 	log {
 		output stderr
 		format json
-		level DEBUG
+		level %s
 	}
 }
 
 http://%s {
 	bind 127.0.0.1
-	log {
-		output file %s
-		%s
-	}
+	%s
 	%s
 }
-`, c.admin, c.storageConfig(), c.site, filepath.Join(c.dir, "access.log"), c.opts.accessFormat, site)
+`, c.admin, c.storageConfig(), c.opts.logLevel, c.site, accessLog, site)
 }
 
 func (c *caddy) storageConfig() string {
@@ -183,6 +191,9 @@ func startCaddyWith(t *testing.T, w *wechat, site string, opts caddyOptions) *ca
 	dir := t.TempDir()
 	if opts.accessFormat == "" {
 		opts.accessFormat = "format json"
+	}
+	if opts.logLevel == "" {
+		opts.logLevel = "DEBUG"
 	}
 	if opts.storage == "" {
 		opts.storage = filepath.Join(dir, "data")

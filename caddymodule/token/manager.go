@@ -342,22 +342,25 @@ func (m *Manager) noteRejection(token string) (since time.Time) {
 	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	i := slices.IndexFunc(m.recent, func(t Token) bool { return t.Value == token })
+	if i < 0 {
+		// Older than every token remembered, or not one of ours at all (the
+		// token endpoint takes reports from callers): any other valid token
+		// replaces it, and it says nothing about the newer ones.
+		return time.Time{}
+	}
 	if !slices.ContainsFunc(m.rejections, func(r rejection) bool { return r.token == token }) {
 		if len(m.rejections) == rememberedRejections {
 			m.rejections = slices.Delete(m.rejections, 0, 1)
 		}
 		m.rejections = append(m.rejections, rejection{token, now})
 	}
-	var fetchedAt time.Time // unknown: older than the tokens remembered
-	if i := slices.IndexFunc(m.recent, func(t Token) bool { return t.Value == token }); i >= 0 {
-		fetchedAt = m.recent[i].FetchedAt
-	}
 	for _, r := range m.rejections {
-		if !r.at.Before(fetchedAt) {
+		if !r.at.Before(m.recent[i].FetchedAt) {
 			return r.at
 		}
 	}
-	return now
+	return now // not reached: this rejection is in the list
 }
 
 // RenewNow replaces the current token at once, as an operator asks through

@@ -371,7 +371,8 @@ func TestRejectionRacingRenewalFetchesOnce(t *testing.T) {
 			if got := <-refreshed; got != "tok3" {
 				t.Fatalf("refresh after tok1 was rejected gave %q, want tok3 (tok2 was fetched before the rejection)", got)
 			}
-			for _, rejected := range []string{"tok2", "tok1", "tok2"} {
+			// A token not among ours (a caller's report) says nothing of ours.
+			for _, rejected := range []string{"tok2", "tok1", "not-ours", "tok2"} {
 				clock.Advance(10 * time.Millisecond)
 				if tok, err := m.Refresh(context.Background(), rejected); err != nil || tok.Value != "tok3" {
 					t.Fatalf("late rejection of %s: %q, %v", rejected, tok.Value, err)
