@@ -143,8 +143,9 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// caddyfile wraps site directives in a config with debug logging, an access
-// log, and storage in the test's own directory.
+// caddyfile wraps site directives in a config with Caddy's log on stderr,
+// an access log (both as c.opts say), and storage in the test's own
+// directory.
 func (c *caddy) caddyfile(site string) string {
 	accessLog := fmt.Sprintf("log {\n\t\toutput file %s\n\t\t%s\n\t}", filepath.Join(c.dir, "access.log"), c.opts.accessFormat)
 	if c.opts.noAccessLog {
