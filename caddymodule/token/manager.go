@@ -110,7 +110,7 @@ type Manager struct {
 	latency      latency
 	retries      map[string]int
 	fetchedHere  bool              // this instance fetched the current token (not adopted it)
-	recent       []Token           // the last tokens installed, newest last (see noteRejection)
+	recent       []held            // the last tokens installed, newest last (see noteRejection)
 	rejections   []rejection       // first rejections noticed, oldest first
 	warned       map[string]string // kind -> text of the last one-time warning
 	// attempt is closed when the fetch under way ends; it exists from
@@ -312,9 +312,34 @@ func (m *Manager) Refresh(ctx context.Context, rejected string) (Token, error) {
 }
 
 // replaces reports whether t can stand in for the token rejected: valid,
-// another token, and fetched no earlier than since (see noteRejection).
+// another token, and answering rejections noticed from since on (see
+// noteRejection and held).
 func (m *Manager) replaces(t *Token, rejected string, since time.Time) bool {
-	return t.ValidAt(m.clock.Now()) && t.Value != rejected && !t.FetchedAt.Before(since)
+	if !t.ValidAt(m.clock.Now()) || t.Value == rejected {
+		return false
+	}
+	from := t.FetchedAt
+	m.mu.Lock()
+	if i := m.heldIndex(t.Value); i >= 0 && m.recent[i].answersFrom.After(from) {
+		from = m.recent[i].answersFrom
+	}
+	m.mu.Unlock()
+	return !from.Before(since)
+}
+
+// held is a token this manager installed. It answers the rejections
+// noticed before its fetch began, or, when a refresh after a rejection
+// installed it (perhaps adopting another instance's token, fetched before
+// this instance noticed), before that refresh began.
+type held struct {
+	value       string
+	fetchedAt   time.Time
+	answersFrom time.Time
+}
+
+// heldIndex finds token among the recent ones, or returns -1; m.mu is held.
+func (m *Manager) heldIndex(token string) int {
+	return slices.IndexFunc(m.recent, func(h held) bool { return h.value == token })
 }
 
 // Bounds of what noteRejection remembers: a request is in flight for
@@ -342,7 +367,7 @@ func (m *Manager) noteRejection(token string) (since time.Time) {
 	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	i := slices.IndexFunc(m.recent, func(t Token) bool { return t.Value == token })
+	i := m.heldIndex(token)
 	if i < 0 {
 		// Older than every token remembered, or not one of ours at all (the
 		// token endpoint takes reports from callers): any other valid token
@@ -356,7 +381,7 @@ func (m *Manager) noteRejection(token string) (since time.Time) {
 		m.rejections = append(m.rejections, rejection{token, now})
 	}
 	for _, r := range m.rejections {
-		if !r.at.Before(m.recent[i].FetchedAt) {
+		if !r.at.Before(m.recent[i].fetchedAt) {
 			return r.at
 		}
 	}
@@ -397,9 +422,7 @@ func (m *Manager) replace(rejected string, since time.Time, allowForce bool, rea
 	}
 	tok, err := m.obtain(false, reason, rejected)
 	if err == nil && tok.Value != rejected {
-		m.mu.Lock()
-		m.counts.renewedOnDemand++
-		m.mu.Unlock()
+		m.replacedOnDemand(tok.Value, now)
 	}
 	if err != nil || tok.Value != rejected || m.api != Stable || !allowForce {
 		return tok, err
@@ -412,11 +435,20 @@ func (m *Manager) replace(rejected string, since time.Time, allowForce bool, rea
 	}
 	tok, err = m.obtain(true, reason+", forced", rejected)
 	if err == nil && tok.Value != rejected {
-		m.mu.Lock()
-		m.counts.renewedOnDemand++
-		m.mu.Unlock()
+		m.replacedOnDemand(tok.Value, now)
 	}
 	return tok, err
+}
+
+// replacedOnDemand counts a token replaced by replace, begun at began,
+// and vouches for the new one (see held).
+func (m *Manager) replacedOnDemand(token string, began time.Time) {
+	m.mu.Lock()
+	m.counts.renewedOnDemand++
+	if i := m.heldIndex(token); i >= 0 && began.After(m.recent[i].answersFrom) {
+		m.recent[i].answersFrom = began
+	}
+	m.mu.Unlock()
 }
 
 func (m *Manager) minRefreshInterval() time.Duration {
@@ -519,11 +551,11 @@ func (m *Manager) install(tok *Token, fetched bool) {
 	defer m.mu.Unlock()
 	m.lastErr = nil
 	m.fetchedHere = fetched
-	if n := len(m.recent); n == 0 || m.recent[n-1].Value != tok.Value {
+	if n := len(m.recent); n == 0 || m.recent[n-1].value != tok.Value {
 		if n == rememberedTokens {
 			m.recent = slices.Delete(m.recent, 0, 1)
 		}
-		m.recent = append(m.recent, *tok)
+		m.recent = append(m.recent, held{tok.Value, tok.FetchedAt, tok.FetchedAt})
 	}
 	if fetched {
 		m.counts.fetches++
@@ -559,6 +591,7 @@ func (m *Manager) run() {
 		// The attempt is due at a fixed time: the re-reads of the store
 		// while waiting must not restart the wait, or a backoff longer
 		// than the re-read period would never end.
+		scheduledFor := m.current.Load()
 		due := m.clock.Now().Add(m.nextDelay(failures, outage, unchanged))
 		m.log().Debug("next token attempt scheduled", zap.Time("at", due))
 		if !m.sleepUntil(due) {
@@ -569,6 +602,11 @@ func (m *Manager) run() {
 		}
 		if m.ctx.Err() != nil {
 			return
+		}
+		if m.current.Load() != scheduledFor {
+			// A refresh installed a token just as this attempt fell due (its
+			// wake-up is still pending): renewing it now would waste a fetch.
+			continue
 		}
 		before := m.current.Load()
 		hadToken := before.ValidAt(m.clock.Now())
