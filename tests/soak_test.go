@@ -30,6 +30,42 @@ import (
 //	make soak                                  # 10 minutes, report printed
 //	WECHAT_SOAK=1h go test -run TestSoak -v -timeout 2h ./tests
 func TestSoak(t *testing.T) {
+	w := startWeChat(t, emulator.Config{TokenTTL: soakTokenLife, Overlap: 2 * time.Second})
+	runSoak(t, w, []*caddy{startCaddyWith(t, w, soakSite(w), soakOptions(""))})
+}
+
+// TestSoakFleetOnRedis is the soak against three instances sharing Redis,
+// the load spread over them: WeChat must see the tokens of one instance.
+func TestSoakFleetOnRedis(t *testing.T) {
+	w := startWeChat(t, emulator.Config{TokenTTL: soakTokenLife, Overlap: 2 * time.Second})
+	storage := fmt.Sprintf("storage redis {\n\t\thost 127.0.0.1\n\t\tport %d\n\t\tkey_prefix wechat_soak\n\t}", startRedis(t))
+	var fleet []*caddy
+	for range 3 {
+		fleet = append(fleet, startCaddyWith(t, w, soakSite(w), soakOptions(storage)))
+	}
+	runSoak(t, w, fleet)
+}
+
+// soakTokenLife is the emulator's token lifetime in the soaks.
+const soakTokenLife = 6 * time.Second
+
+// soakSite is the site of a soak instance. Time is compressed: tokens
+// live seconds, so refreshes may come seconds apart too (the default
+// limit is one a minute after a burst).
+func soakSite(w *wechat) string {
+	return w.tokenBlock("classic", "fetch_timeout 2s", "min_refresh_interval 1s")
+}
+
+// soakOptions run Caddy at info level without an access log: millions of
+// requests would otherwise be logged into the test's memory, and pauses
+// of seconds while it grows are hours of compressed WeChat time.
+func soakOptions(storage string) caddyOptions {
+	return caddyOptions{logLevel: "INFO", noAccessLog: true, storageConfig: storage}
+}
+
+// runSoak loads fleet while WeChat misbehaves, for 30 s or WECHAT_SOAK,
+// and reports and checks the outcome (see TestSoak).
+func runSoak(t *testing.T, w *wechat, fleet []*caddy) {
 	duration := 30 * time.Second
 	if v := os.Getenv("WECHAT_SOAK"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -38,11 +74,7 @@ func TestSoak(t *testing.T) {
 		}
 		duration = d
 	}
-	const ttl = 6 * time.Second
-	w := startWeChat(t, emulator.Config{TokenTTL: ttl, Overlap: 2 * time.Second})
-	// Time is compressed: tokens live seconds, so refreshes may come
-	// seconds apart too (the default limit is one a minute after a burst).
-	c := startCaddyWith(t, w, w.tokenBlock("classic", "fetch_timeout 2s", "min_refresh_interval 1s"), caddyOptions{logLevel: "INFO", noAccessLog: true})
+	const ttl = soakTokenLife
 
 	var (
 		sent, ok atomic.Int64
@@ -94,7 +126,7 @@ func TestSoak(t *testing.T) {
 				default:
 				}
 				sent.Add(1)
-				if why := soakRequest(soakClient, c, worker, i); why != "" {
+				if why := soakRequest(soakClient, fleet[worker%len(fleet)], worker, i); why != "" {
 					fail(why)
 				} else {
 					ok.Add(1)
@@ -148,7 +180,7 @@ func TestSoak(t *testing.T) {
 	stats := w.Stats()
 
 	var report strings.Builder
-	fmt.Fprintf(&report, "soak of %s: token life %s, %d revocations, %d token-endpoint outages\n", duration, ttl, len(revocations), outages)
+	fmt.Fprintf(&report, "soak of %s, %d instance(s): token life %s, %d revocations, %d token-endpoint outages\n", duration, len(fleet), ttl, len(revocations), outages)
 	fmt.Fprintf(&report, "requests sent %d, answered OK %d, failed %d\n", sent.Load(), ok.Load(), sent.Load()-ok.Load())
 	for why, n := range failures {
 		fmt.Fprintf(&report, "  failed: %d × %s, from %s to %s into the run\n", n, why, when[why][0], when[why][1])
@@ -158,15 +190,23 @@ func TestSoak(t *testing.T) {
 	t.Log(report.String())
 
 	if path := os.Getenv("WECHAT_SOAK_LOG"); path != "" {
-		if err := os.WriteFile(path, []byte(c.logs.String()), 0o600); err != nil {
+		var logs strings.Builder
+		for _, c := range fleet {
+			logs.WriteString(c.logs.String())
+		}
+		if err := os.WriteFile(path, []byte(logs.String()), 0o600); err != nil {
 			t.Errorf("saving Caddy's log: %v", err)
 		}
 	}
 	if len(failures) > 0 {
-		var apps any
-		c.adminCall(t, http.MethodGet, "/wechat_token/apps", &apps)
-		status, _ := json.Marshal(apps)
-		t.Errorf("requests failed under the soak:\n%s\nstatus: %s\ngoroutines of the token manager:\n%s", report.String(), status, c.managerGoroutines(t))
+		var state strings.Builder
+		for i, c := range fleet {
+			var apps any
+			c.adminCall(t, http.MethodGet, "/wechat_token/apps", &apps)
+			status, _ := json.Marshal(apps)
+			fmt.Fprintf(&state, "instance %d status: %s\ngoroutines of its token manager:\n%s\n", i, status, c.managerGoroutines(t))
+		}
+		t.Errorf("requests failed under the soak:\n%s\n%s", report.String(), state.String())
 	}
 	if float64(len(history)) > 1.1*float64(minimum) {
 		t.Errorf("%d tokens issued, more than 1.1 × the %d that revocations and renewals explain", len(history), minimum)

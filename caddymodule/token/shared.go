@@ -146,21 +146,22 @@ func (m *Manager) obtain(force bool, reason, replacing string) (Token, error) {
 	if m.store == nil {
 		return m.fetch(force, reason)
 	}
-	if stored, ok := m.loadShared(); ok && newer(stored, m.current.Load(), replacing, m.clock.Now()) {
-		m.adopt(stored, "already renewed by another instance")
-		return *stored, nil
+	// Stored tokens are judged against the one held when this began: the
+	// loop's re-reads may adopt the replacement meanwhile, and it still is
+	// the answer, not a reason to fetch another.
+	held := m.current.Load()
+	if stored, ok := m.loadShared(); ok && newer(stored, held, replacing, m.clock.Now()) {
+		return m.adoptFound(stored, "already renewed by another instance"), nil
 	}
-	stored, unlock := m.lockOrAdopt(replacing)
+	stored, unlock := m.lockOrAdopt(held, replacing)
 	if stored != nil {
-		m.adopt(stored, "renewed by another instance meanwhile")
-		return *stored, nil
+		return m.adoptFound(stored, "renewed by another instance meanwhile"), nil
 	}
 	if unlock != nil {
 		defer unlock()
 		// Re-read under the lock: the previous holder may have renewed.
-		if stored, ok := m.loadShared(); ok && newer(stored, m.current.Load(), replacing, m.clock.Now()) {
-			m.adopt(stored, "already renewed by another instance")
-			return *stored, nil
+		if stored, ok := m.loadShared(); ok && newer(stored, held, replacing, m.clock.Now()) {
+			return m.adoptFound(stored, "already renewed by another instance"), nil
 		}
 	}
 	tok, err := m.fetch(force, reason)
@@ -170,18 +171,28 @@ func (m *Manager) obtain(force bool, reason, replacing string) (Token, error) {
 	return tok, err
 }
 
+// adoptFound adopts stored unless the loop adopted it already.
+func (m *Manager) adoptFound(stored *Token, why string) Token {
+	if cur := m.current.Load(); cur != nil && cur.Value == stored.Value {
+		return *cur
+	}
+	m.adopt(stored, why)
+	return *stored
+}
+
 // lockPoll is how often the store is re-read while waiting for the lock.
 const lockPoll = 200 * time.Millisecond
 
 // lockOrAdopt waits for the fleet's renewal lock and returns its release;
-// or, if another instance stores a replacement meanwhile, that token. It
+// or, if another instance stores a replacement of held meanwhile, that
+// token. It
 // returns neither when the lock cannot be had in time (a holder that hangs,
 // storage down): the caller then renews alone rather than let its token
 // run out.
-func (m *Manager) lockOrAdopt(replacing string) (*Token, func()) {
+func (m *Manager) lockOrAdopt(held *Token, replacing string) (*Token, func()) {
 	wait := m.lockWait
-	if cur := m.current.Load(); cur.ValidAt(m.clock.Now()) && cur.Value != replacing {
-		wait = min(wait, max(cur.ExpiresAt.Sub(m.clock.Now())*3/4, time.Second))
+	if held.ValidAt(m.clock.Now()) && held.Value != replacing {
+		wait = min(wait, max(held.ExpiresAt.Sub(m.clock.Now())*3/4, time.Second))
 	}
 	ctx, cancel := context.WithTimeout(m.ctx, wait)
 	defer cancel()
@@ -205,7 +216,7 @@ func (m *Manager) lockOrAdopt(replacing string) (*Token, func()) {
 			}
 			return nil, unlock
 		case <-poll.C:
-			if stored, ok := m.loadShared(); ok && newer(stored, m.current.Load(), replacing, m.clock.Now()) {
+			if stored, ok := m.loadShared(); ok && newer(stored, held, replacing, m.clock.Now()) {
 				cancel()
 				go func() { // release the lock should it be granted after all
 					if err := <-locked; err == nil {

@@ -21,6 +21,7 @@ type memStore struct {
 	data  map[string][]byte
 	locks map[string]chan struct{}
 	err   error // when set, every call fails with it
+	tries int   // calls of Lock
 }
 
 func newMemStore() *memStore {
@@ -46,6 +47,9 @@ func (s *memStore) Lock(ctx context.Context, name string) error {
 	if err := s.failing(); err != nil {
 		return err
 	}
+	s.mu.Lock()
+	s.tries++
+	s.mu.Unlock()
 	select {
 	case s.lock(name) <- struct{}{}:
 		return nil
@@ -175,6 +179,58 @@ func TestTwoInstancesFetchOncePerRotation(t *testing.T) {
 		if n := f.count(); n != 3+round {
 			t.Fatalf("round %d: %d fetches, want %d", round, n, 3+round)
 		}
+	}
+}
+
+func (s *memStore) lockTries() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tries
+}
+
+// A refresh waiting while another instance holds the lock takes the token
+// that instance stores, also when this instance's loop re-read and adopted
+// it first; and the failures after it, from the same event, fetch nothing.
+func TestRefreshWaitingForLockTakesTokenAdoptedMeanwhile(t *testing.T) {
+	clock := newFakeClock()
+	store := newMemStore()
+	f := &fakeFetcher{answer: sequential(100 * time.Second)}
+	m := startManager(t, Classic, f, clock, func(o *Options) { sharing(store, nil)(o); o.LockWait = time.Minute })
+	first := mustToken(t, m)
+	_, lockName := StoreKey("wxtest", Classic)
+	if err := store.Lock(context.Background(), lockName); err != nil { // another instance renews
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Unlock(context.Background(), lockName) })
+	tries := store.lockTries()
+	clock.Advance(time.Second)
+	fetchedElsewhere := clock.Now()
+	clock.Advance(10 * time.Millisecond) // it fetched before this instance noticed
+
+	refreshed := make(chan string, 1)
+	go func() {
+		tok, err := m.Refresh(context.Background(), first.Value)
+		if err != nil {
+			refreshed <- err.Error()
+			return
+		}
+		refreshed <- tok.Value
+	}()
+	eventually(t, "refresh waiting for the lock", func() bool { return store.lockTries() > tries })
+	store.put(t, record{Version: 1, AppID: "wxtest", API: Classic, Token: "theirs", FetchedAt: fetchedElsewhere,
+		ExpiresAt: fetchedElsewhere.Add(100 * time.Second), SecretID: SecretFingerprint("wxtest", "secret")})
+	if !m.syncFromStore() {
+		t.Fatal("the loop's re-read did not adopt the stored token")
+	}
+	if got := <-refreshed; got != "theirs" {
+		t.Fatalf("refresh: %q, want the token the other instance stored", got)
+	}
+	clock.Advance(10 * time.Millisecond)
+	if tok, err := m.Refresh(context.Background(), first.Value); err != nil || tok.Value != "theirs" {
+		t.Fatalf("a later failure with the old token: %q, %v", tok.Value, err)
+	}
+	if n := f.count(); n != 1 {
+		t.Fatalf("%d fetches, want only the first", n)
 	}
 }
 
