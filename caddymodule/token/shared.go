@@ -149,18 +149,18 @@ func (m *Manager) obtain(force bool, reason, replacing string) (Token, error) {
 	// Stored tokens are judged against the one held when this began: the
 	// loop's re-reads may adopt the replacement meanwhile, and it still is
 	// the answer, not a reason to fetch another.
-	held := m.current.Load()
-	if stored, ok := m.loadShared(); ok && newer(stored, held, replacing, m.clock.Now()) {
+	heldAtStart := m.current.Load()
+	if stored, ok := m.loadShared(); ok && newer(stored, heldAtStart, replacing, m.clock.Now()) {
 		return m.adoptFound(stored, "already renewed by another instance"), nil
 	}
-	stored, unlock := m.lockOrAdopt(held, replacing)
+	stored, unlock := m.lockOrAdopt(heldAtStart, replacing)
 	if stored != nil {
 		return m.adoptFound(stored, "renewed by another instance meanwhile"), nil
 	}
 	if unlock != nil {
 		defer unlock()
 		// Re-read under the lock: the previous holder may have renewed.
-		if stored, ok := m.loadShared(); ok && newer(stored, held, replacing, m.clock.Now()) {
+		if stored, ok := m.loadShared(); ok && newer(stored, heldAtStart, replacing, m.clock.Now()) {
 			return m.adoptFound(stored, "already renewed by another instance"), nil
 		}
 	}
@@ -184,15 +184,14 @@ func (m *Manager) adoptFound(stored *Token, why string) Token {
 const lockPoll = 200 * time.Millisecond
 
 // lockOrAdopt waits for the fleet's renewal lock and returns its release;
-// or, if another instance stores a replacement of held meanwhile, that
-// token. It
-// returns neither when the lock cannot be had in time (a holder that hangs,
-// storage down): the caller then renews alone rather than let its token
-// run out.
-func (m *Manager) lockOrAdopt(held *Token, replacing string) (*Token, func()) {
+// or, if another instance stores a replacement of heldAtStart meanwhile,
+// that token. It returns neither when the lock cannot be had in time (a
+// holder that hangs, storage down): the caller then renews alone rather
+// than let its token run out.
+func (m *Manager) lockOrAdopt(heldAtStart *Token, replacing string) (*Token, func()) {
 	wait := m.lockWait
-	if held.ValidAt(m.clock.Now()) && held.Value != replacing {
-		wait = min(wait, max(held.ExpiresAt.Sub(m.clock.Now())*3/4, time.Second))
+	if heldAtStart.ValidAt(m.clock.Now()) && heldAtStart.Value != replacing {
+		wait = min(wait, max(heldAtStart.ExpiresAt.Sub(m.clock.Now())*3/4, time.Second))
 	}
 	ctx, cancel := context.WithTimeout(m.ctx, wait)
 	defer cancel()
@@ -216,7 +215,7 @@ func (m *Manager) lockOrAdopt(held *Token, replacing string) (*Token, func()) {
 			}
 			return nil, unlock
 		case <-poll.C:
-			if stored, ok := m.loadShared(); ok && newer(stored, held, replacing, m.clock.Now()) {
+			if stored, ok := m.loadShared(); ok && newer(stored, heldAtStart, replacing, m.clock.Now()) {
 				cancel()
 				go func() { // release the lock should it be granted after all
 					if err := <-locked; err == nil {
