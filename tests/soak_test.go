@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -186,7 +187,11 @@ func runSoak(t *testing.T, w *wechat, fleet []*caddy) {
 		fmt.Fprintf(&report, "  failed: %d × %s, from %s to %s into the run\n", n, why, when[why][0], when[why][1])
 	}
 	fmt.Fprintf(&report, "longest pause of the test process %s\n", time.Duration(longestPause.Load()).Round(time.Millisecond))
-	fmt.Fprintf(&report, "tokens issued %d (minimum %d: %v), token endpoint calls %d\n", len(history), minimum, reasons, stats.TokenCalls)
+	var byReason []string
+	for _, why := range slices.Sorted(maps.Keys(reasons)) {
+		byReason = append(byReason, fmt.Sprintf("%s %d", why, reasons[why]))
+	}
+	fmt.Fprintf(&report, "tokens issued %d (minimum %d: %s), token endpoint calls %d\n", len(history), minimum, strings.Join(byReason, ", "), stats.TokenCalls)
 	t.Log(report.String())
 
 	if path := os.Getenv("WECHAT_SOAK_LOG"); path != "" {
