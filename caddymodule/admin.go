@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -49,7 +48,8 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			return methodNotAllowed(w, http.MethodGet)
 		}
 		statuses := []token.Status{}
-		for _, m := range loadedManagers("", "") {
+		for _, m := range liveManagers("", "") {
+			m.ReadLedger(r.Context()) // what the fleet has left, not just this instance's view
 			statuses = append(statuses, m.Status())
 		}
 		return writeJSON(w, http.StatusOK, statuses)
@@ -75,7 +75,7 @@ type refreshResult struct {
 
 func (a adminAPI) refresh(w http.ResponseWriter, r *http.Request, appID string) error {
 	api := r.URL.Query().Get("token_api")
-	matches := loadedManagers(appID, token.API(api))
+	matches := liveManagers(appID, token.API(api))
 	if len(matches) == 0 {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no loaded wechat_token config for app_id %q", appID)}
 	}
@@ -105,23 +105,6 @@ func (a adminAPI) refresh(w http.ResponseWriter, r *http.Request, appID string) 
 		results = append(results, res)
 	}
 	return writeJSON(w, status, results)
-}
-
-// loadedManagers lists the managers of loaded configs, optionally only
-// those for appID and api, in a stable order.
-func loadedManagers(appID string, api token.API) []*token.Manager {
-	var out []*token.Manager
-	managers.Range(func(_, value any) bool {
-		m := value.(pooledManager).Manager
-		if (appID == "" || m.AppID() == appID) && (api == "" || m.API() == api) {
-			out = append(out, m)
-		}
-		return true
-	})
-	slices.SortFunc(out, func(a, b *token.Manager) int {
-		return strings.Compare(a.AppID()+string(a.API()), b.AppID()+string(b.API()))
-	})
-	return out
 }
 
 func methodNotAllowed(w http.ResponseWriter, allow string) error {

@@ -34,6 +34,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_replay_body      <size>
 //		fetch_timeout        <duration>
 //		min_refresh_interval <duration>
+//		min_token_lifetime   <duration>
+//		daily_refresh_limit  <count>|off
 //		passthrough          <path_prefix...>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -47,6 +49,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	durations := map[string]*caddy.Duration{
 		"refresh_ahead": &h.RefreshAhead, "fetch_timeout": &h.FetchTimeout, "min_refresh_interval": &h.MinRefreshInterval,
+		"min_token_lifetime": &h.MinTokenLifetime,
 	}
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
@@ -85,6 +88,20 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(h.Passthrough) == 0 {
 				return d.Errf("passthrough: at least one path prefix is required (like /sns/)")
 			}
+		case "daily_refresh_limit":
+			var limit string
+			if err := singleArg(d, &limit); err != nil {
+				return err
+			}
+			if limit == "off" {
+				h.DailyRefreshLimit = -1
+				continue
+			}
+			n, err := strconv.Atoi(limit)
+			if err != nil || n < 1 {
+				return d.Errf("daily_refresh_limit: %q is not a positive number of refreshes (or off)", limit)
+			}
+			h.DailyRefreshLimit = n
 		case "max_replay_body":
 			var size string
 			if err := singleArg(d, &size); err != nil {

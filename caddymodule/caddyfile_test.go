@@ -115,7 +115,7 @@ func TestSettingsValidation(t *testing.T) {
 	t.Setenv("WX_TEST_SECRET", "from-env")
 	t.Setenv("WX_TEST_EMPTY", "")
 	ok := Handler{AppID: "wx1", AppSecret: "{env.WX_TEST_SECRET}"}
-	s, err := ok.settings()
+	s, err := ok.spec()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,8 +136,11 @@ func TestSettingsValidation(t *testing.T) {
 		"negative":       {Handler{AppID: "wx1", AppSecret: "x", FetchTimeout: -1}, "fetch_timeout must not be negative"},
 		"replay":         {Handler{AppID: "wx1", AppSecret: "x", MaxReplayBody: -1}, "max_replay_body"},
 		"retry_on 0":     {Handler{AppID: "wx1", AppSecret: "x", RetryOn: []int64{0}}, "retry_on"},
+		"api_base user":  {Handler{AppID: "wx1", AppSecret: "x", APIBase: "https://u:from-env@h"}, "carries credentials"},
+		"lifetime":       {Handler{AppID: "wx1", AppSecret: "x", MinTokenLifetime: -1}, "min_token_lifetime must not be negative"},
+		"daily limit":    {Handler{AppID: "wx1", AppSecret: "x", DailyRefreshLimit: -2}, "daily_refresh_limit"},
 	} {
-		_, err := c.h.settings()
+		_, err := c.h.spec()
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want it to mention %q", name, err, c.want)
 		}

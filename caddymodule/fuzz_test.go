@@ -36,7 +36,7 @@ func FuzzCaddyfile(f *testing.F) {
 		}
 		// With a secret of ours, validation errors must not quote it.
 		h.AppSecret = secret
-		if _, err := h.settings(); err != nil && strings.Contains(err.Error(), secret) && !strings.Contains(body, secret) {
+		if _, err := h.spec(); err != nil && strings.Contains(err.Error(), secret) && !strings.Contains(body, secret) {
 			t.Fatalf("error quotes the secret: %v", err)
 		}
 	})

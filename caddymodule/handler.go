@@ -5,6 +5,7 @@ package caddymodule
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -89,6 +90,18 @@ type Handler struct {
 	// token quota. Default: 1m.
 	MinRefreshInterval caddy.Duration `json:"min_refresh_interval,omitempty"`
 
+	// The shortest token lifetime (expires_in) accepted from the token
+	// endpoint; a shorter one is an upstream error rather than a reason to
+	// fetch again within seconds. Default: 5s (WeChat's tokens live 7200 s).
+	MinTokenLifetime caddy.Duration `json:"min_token_lifetime,omitempty"`
+
+	// With token_api classic, the most on-demand refreshes (after
+	// rejections, from token-endpoint callers or operators) that the whole
+	// fleet sharing the storage makes per day, Beijing time: N instances
+	// together cannot spend WeChat's 2000 calls a day. Renewals before
+	// expiry are not counted. Default: 1000. -1: no cap.
+	DailyRefreshLimit int `json:"daily_refresh_limit,omitempty"`
+
 	// Path prefixes whose requests pass through untouched, with the
 	// client's own access_token and no retry: /sns/ calls carry the user's
 	// OAuth token, which the app's token must never replace. Matched on the
@@ -96,8 +109,7 @@ type Handler struct {
 	// option replaces the default; an empty list (JSON) passes nothing.
 	Passthrough []string `json:"passthrough,omitempty"`
 
-	manager     *token.Manager
-	poolKey     string
+	cred        *credentialRef
 	passthrough []string // canonical prefixes
 	retryOn     []int64
 	logger      *zap.Logger
@@ -114,18 +126,16 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// settings is a validated configuration with placeholders expanded.
-type settings struct {
-	appID, secret, apiBase string
-	api                    token.API
+// Provision validates the configuration and declares the app's token to
+// the wechat app, which holds it once the config starts.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	return h.provision(ctx, "wechat_token")
 }
 
-// Provision validates the configuration and attaches the app's token
-// manager, creating it (and fetching the first token) only if no loaded
-// config has it already.
-func (h *Handler) Provision(ctx caddy.Context) error {
+// provision is Provision for the handler named by directive.
+func (h *Handler) provision(ctx caddy.Context, directive string) error {
 	h.logger = ctx.Logger()
-	s, err := h.settings()
+	spec, err := h.spec()
 	if err != nil {
 		return err
 	}
@@ -138,50 +148,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxReplayBody == 0 {
 		h.MaxReplayBody = DefaultMaxReplayBody
 	}
-	tunables := token.Tunables{
-		RefreshAhead:       time.Duration(h.RefreshAhead),
-		MinRefreshInterval: time.Duration(h.MinRefreshInterval),
-		Logger:             h.logger.With(zap.String("app_id", s.appID), zap.String("token_api", string(s.api))),
-	}
-	storage := ctx.Storage()
-	key := managerKey(s.appID, s.api, s.apiBase, s.secret, storageID(storage))
-	val, loaded, err := managers.LoadOrNew(key, func() (caddy.Destructor, error) {
-		m, err := token.NewManager(token.Options{
-			AppID: s.appID,
-			API:   s.api,
-			Fetcher: &token.HTTPFetcher{
-				API: s.api, BaseURL: s.apiBase, AppID: s.appID, AppSecret: s.secret,
-				Client: &http.Client{Transport: fetchTransport()},
-			},
-			RefreshAhead:       tunables.RefreshAhead,
-			MinRefreshInterval: tunables.MinRefreshInterval,
-			FetchTimeout:       time.Duration(h.FetchTimeout),
-			Store:              storage,
-			SecretID:           token.SecretFingerprint(s.appID, s.secret),
-			Logger:             tunables.Logger,
-		})
-		if err != nil {
-			return nil, err
-		}
-		return pooledManager{m}, nil
-	})
+	app, err := ctx.App("wechat")
 	if err != nil {
-		return fmt.Errorf("wechat_token: %w", err)
+		return fmt.Errorf("%s: %w", directive, err)
 	}
-	// Set only once held: Caddy cleans up modules whose Provision failed.
-	h.poolKey = key
-	h.manager = val.(pooledManager).Manager
-	if loaded {
-		h.manager.Reconfigure(tunables)
+	if h.cred, err = app.(*App).declare(spec, directive); err != nil {
+		return err
 	}
 	return registerMetrics(ctx.GetMetricsRegistry())
 }
 
-// settings expands placeholders and checks every field, naming it in the
+// spec expands placeholders and checks every field, naming it in the
 // error. Errors never quote the secret.
-func (h *Handler) settings() (settings, error) {
+func (h *Handler) spec() (credentialSpec, error) {
 	repl := caddy.NewReplacer()
-	s := settings{
+	s := credentialSpec{
 		appID:   strings.TrimSpace(repl.ReplaceKnown(h.AppID, "")),
 		secret:  strings.TrimSpace(repl.ReplaceKnown(h.AppSecret, "")),
 		apiBase: strings.TrimSpace(repl.ReplaceKnown(h.APIBase, "")),
@@ -209,13 +190,33 @@ func (h *Handler) settings() (settings, error) {
 	}
 	u, err := url.Parse(s.apiBase)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return s, fmt.Errorf("wechat_token: api_base %q is not an http(s) URL of a host (like %s)", s.apiBase, DefaultAPIBase)
+		return s, fmt.Errorf("wechat_token: api_base %q is not an http(s) URL of a host (like %s)", u.Redacted(), DefaultAPIBase)
+	}
+	if u.User != nil {
+		// Whoever reads the config (the admin API shows it) would read them,
+		// and the token endpoint needs none.
+		return s, fmt.Errorf("wechat_token: api_base %q carries credentials; give it as a plain URL like %s", u.Redacted(), DefaultAPIBase)
 	}
 	s.apiBase = strings.TrimSuffix(s.apiBase, "/")
-	for name, d := range map[string]caddy.Duration{"refresh_ahead": h.RefreshAhead, "fetch_timeout": h.FetchTimeout, "min_refresh_interval": h.MinRefreshInterval} {
+	for name, d := range map[string]caddy.Duration{"refresh_ahead": h.RefreshAhead, "fetch_timeout": h.FetchTimeout,
+		"min_refresh_interval": h.MinRefreshInterval, "min_token_lifetime": h.MinTokenLifetime} {
 		if d < 0 {
 			return s, fmt.Errorf("wechat_token: %s must not be negative (got %s)", name, time.Duration(d))
 		}
+	}
+	// Defaults filled in here, so that handlers declaring one credential
+	// compare (and are reported) by the values in force.
+	s.refreshAhead = cmp.Or(time.Duration(h.RefreshAhead), token.DefaultRefreshAhead)
+	s.fetchTimeout = cmp.Or(time.Duration(h.FetchTimeout), token.DefaultFetchTimeout)
+	s.minRefreshInterval = cmp.Or(time.Duration(h.MinRefreshInterval), token.DefaultMinRefreshInterval)
+	s.minLifetime = cmp.Or(time.Duration(h.MinTokenLifetime), token.DefaultMinLifetime)
+	switch {
+	case h.DailyRefreshLimit < -1:
+		return s, fmt.Errorf("wechat_token: daily_refresh_limit must be a positive number of refreshes, or -1 for no cap (got %d)", h.DailyRefreshLimit)
+	case h.DailyRefreshLimit == 0:
+		s.dailyRefreshLimit = token.DefaultDailyRefreshLimit
+	case h.DailyRefreshLimit > 0:
+		s.dailyRefreshLimit = h.DailyRefreshLimit
 	}
 	if h.MaxReplayBody < 0 {
 		return s, fmt.Errorf("wechat_token: max_replay_body must not be negative (got %d)", h.MaxReplayBody)
@@ -247,10 +248,9 @@ func canonicalPrefixes(prefixes []string) []string {
 	return out
 }
 
-// fetchTransport is a transport of its own for token calls, honouring the
-// proxy environment variables like Go's default one.
-func fetchTransport() *http.Transport {
-	return &http.Transport{
+// fetchClient calls token endpoints for every credential: a transport of
+// its own, honouring the proxy environment variables like Go's default one.
+var fetchClient = &http.Client{Transport: &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		ForceAttemptHTTP2:     true,
@@ -258,17 +258,7 @@ func fetchTransport() *http.Transport {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   5 * time.Second,
 		ResponseHeaderTimeout: 10 * time.Second,
-	}
-}
-
-// Cleanup releases the handler's hold on its token manager.
-func (h *Handler) Cleanup() error {
-	if h.poolKey == "" {
-		return nil
-	}
-	_, err := managers.Delete(h.poolKey)
-	return err
-}
+	}}
 
 // ServeHTTP injects the token, passes the request on, and when WeChat
 // answers that the token was rejected, refreshes it (once for all requests
@@ -282,7 +272,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case wxhttp.Passthrough:
 		return next.ServeHTTP(w, r) // the client's own (user) token, untouched
 	}
-	tok, err := h.manager.Token(r.Context())
+	m, err := h.cred.get(r.Context())
+	if err != nil {
+		if ctxErr := r.Context().Err(); ctxErr != nil {
+			return ctxErr
+		}
+		return h.unavailable(w, err)
+	}
+	tok, err := m.Token(r.Context())
 	if err != nil {
 		if ctxErr := r.Context().Err(); ctxErr != nil {
 			return ctxErr // the client is gone
@@ -311,6 +308,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	headers := w.Header().Clone()
 	holder := wxhttp.NewResponseHolder(w, inspectLimit)
+	sent := m.Now()
 	err = next.ServeHTTP(holder, r)
 	answer, held := holder.Held()
 	if err != nil || !held {
@@ -323,11 +321,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !ok || !slices.Contains(h.retryOn, code) {
 		return holder.Release()
 	}
-	fresh, err := h.manager.Refresh(r.Context(), tok.Value)
+	fresh, err := m.Refresh(r.Context(), token.Rejection{Token: tok.Value, SentAt: sent, Source: token.FromProxy})
 	if err != nil {
 		h.logger.Debug("token rejected and no new token to retry with; passing WeChat's answer on",
 			zap.Int64("errcode", code), zap.String("path", r.URL.Path), zap.Error(err))
-		h.manager.NoteRetry(token.RetryNotRetried)
+		m.NoteRetry(token.RetryNotRetried)
 		return holder.Release()
 	}
 	h.logger.Debug("token rejected; retrying with the renewed token",
@@ -345,14 +343,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// The second answer goes to the client whatever it is; it is held
 	// back only to count the outcome.
 	second := wxhttp.NewResponseHolder(w, inspectLimit)
+	sent = m.Now()
 	err = next.ServeHTTP(second, withOwnVars(r))
 	outcome := token.RetryOK
 	if answer, held := second.Held(); err != nil {
 		outcome = token.RetryError
 	} else if code, ok := wxhttp.Errcode(answer); held && ok && code != 0 {
 		outcome = token.RetryError
+		if fresh.Value == tok.Value && slices.Contains(h.retryOn, code) {
+			// WeChat handed back the token it rejected, and rejected it again
+			// for this replay: a confirmed rejection. Report it, so that the
+			// next requests get a forced token; this one has had its replay.
+			if _, err := m.Refresh(r.Context(), token.Rejection{Token: fresh.Value, SentAt: sent, Source: token.FromProxy}); err != nil {
+				h.logger.Debug("token rejected again after WeChat confirmed it; no new token", zap.Error(err))
+			}
+		}
 	}
-	h.manager.NoteRetry(outcome)
+	m.NoteRetry(outcome)
 	if releaseErr := second.Release(); err == nil {
 		err = releaseErr
 	}
@@ -476,6 +483,5 @@ func writeWeChatError(w http.ResponseWriter, status int, errmsg string) error {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
-	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

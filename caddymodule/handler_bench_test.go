@@ -40,18 +40,20 @@ func (f *countingFetcher) Fetch(context.Context, bool) (token.Fetched, error) {
 // really refreshes.
 func benchHandler(b *testing.B) *Handler {
 	b.Helper()
-	m, err := token.NewManager(token.Options{
-		AppID: "wxbench", API: token.Classic, Fetcher: &countingFetcher{},
-		MinRefreshInterval: time.Nanosecond,
-	})
+	m, err := token.NewManager(token.Options{AppID: "wxbench", API: token.Classic, Settings: token.Settings{
+		Fetcher: &countingFetcher{}, MinRefreshInterval: time.Nanosecond, DailyRefreshLimit: 0,
+	}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(m.Stop)
+	m.Start()
+	cred := newCredentialRef()
+	cred.resolve(m)
 	if _, err := m.Token(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	return &Handler{manager: m, retryOn: DefaultRetryOn, MaxReplayBody: DefaultMaxReplayBody, logger: zap.NewNop(), param: new(atomic.Pointer[escapedToken])}
+	return &Handler{cred: cred, retryOn: DefaultRetryOn, MaxReplayBody: DefaultMaxReplayBody, logger: zap.NewNop(), param: new(atomic.Pointer[escapedToken])}
 }
 
 // discardWriter is a ResponseWriter that keeps nothing but the headers,
@@ -169,7 +171,7 @@ func BenchmarkRetry(b *testing.B) {
 	var calls int
 	next := upstream(func(r *http.Request) []byte {
 		calls++
-		current, err := h.manager.Token(r.Context())
+		current, err := h.cred.manager.Load().Token(r.Context())
 		if err != nil || calls%2 == 1 || !strings.HasSuffix(r.URL.RawQuery, wxhttp.TokenParam(current.Value)) {
 			return jsonRejected
 		}

@@ -58,7 +58,7 @@ type appMetrics struct {
 func (collector) Collect(ch chan<- prometheus.Metric) {
 	byApp := map[[2]string]*appMetrics{}
 	var order [][2]string
-	for _, m := range loadedManagers("", "") {
+	for _, m := range liveManagers("", "") {
 		key := [2]string{m.AppID(), string(m.API())}
 		st := m.Status()
 		a := byApp[key]

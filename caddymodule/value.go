@@ -47,6 +47,12 @@ func (TokenValue) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
+// Provision validates the configuration and declares the app's token to
+// the wechat app.
+func (v *TokenValue) Provision(ctx caddy.Context) error {
+	return v.provision(ctx, "wechat_token_value")
+}
+
 func parseTokenValue(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	var v TokenValue
 	err := v.UnmarshalCaddyfile(h.Dispenser)
@@ -55,17 +61,20 @@ func parseTokenValue(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error
 
 // ServeHTTP answers the token; it never calls next.
 func (v *TokenValue) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	m, err := v.cred.get(r.Context())
+	if err != nil {
+		return v.unavailable(w, err)
+	}
 	var tok token.Token
-	var err error
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
-		tok, err = v.manager.Token(r.Context())
+		tok, err = m.Token(r.Context())
 	case http.MethodPost:
 		var rejected string
 		if rejected, err = rejectedToken(r); err != nil {
 			return caddyhttp.Error(http.StatusBadRequest, err)
 		}
-		tok, err = v.manager.Refresh(r.Context(), rejected)
+		tok, err = m.Refresh(r.Context(), token.Rejection{Token: rejected, Source: token.FromCaller})
 		if errors.Is(err, token.ErrRefreshLimited) {
 			return writeWeChatError(w, http.StatusTooManyRequests, "wechat_token: refresh rate limit reached; retry later")
 		}
@@ -118,6 +127,5 @@ func rejectedToken(r *http.Request) (string, error) {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*TokenValue)(nil)
-	_ caddy.CleanerUpper          = (*TokenValue)(nil)
 	_ caddyhttp.MiddlewareHandler = (*TokenValue)(nil)
 )

@@ -94,6 +94,10 @@ type Faults struct {
 	RejectAll bool `json:"reject_all,omitempty"`
 	// API makes API calls fail this way (FaultResetMidBody ...).
 	API string `json:"api,omitempty"`
+	// StableStale makes normal-mode stable_token hand back the current
+	// token even after it was revoked, until its expiry: WeChat holds a
+	// token current that its APIs reject, and only force_refresh replaces it.
+	StableStale bool `json:"stable_stale,omitempty"`
 }
 
 // Stats counts what the emulator saw. Tests assert on these.
@@ -518,6 +522,9 @@ func (s *Server) serveStable(w http.ResponseWriter, r *http.Request) {
 	}
 	if cur != nil {
 		end, _ := cur.deadline()
+		if s.faults.StableStale {
+			end = cur.expires
+		}
 		if end.Sub(now) > s.cfg.StableWindow {
 			s.writeToken(w, cur, now)
 			return
@@ -559,6 +566,9 @@ func (s *Server) issue(appID, family string, now time.Time) *token {
 
 func (s *Server) expiresIn(t *token, now time.Time) int {
 	end, _ := t.deadline()
+	if s.faults.StableStale && t.family == "stable" {
+		end = t.expires // as far as stable_token says, it lives on
+	}
 	return int(math.Floor(end.Sub(now).Seconds()))
 }
 

@@ -59,7 +59,7 @@ func TestFleetOnSharedStorageFetchesOncePerRotation(t *testing.T) {
 	storage := t.TempDir()
 	var fleet []*caddy
 	for range 3 {
-		fleet = append(fleet, startCaddyWith(t, w, w.tokenBlock("classic", "refresh_ahead 1s"), caddyOptions{storage: storage}))
+		fleet = append(fleet, startCaddyWith(t, w, w.tokenBlock("classic", "refresh_ahead 1s", "min_token_lifetime 1s"), caddyOptions{storage: storage}))
 	}
 	until := time.Now().Add(12 * time.Second)
 	ok, failed := loadFleet(t, fleet, until)

@@ -223,7 +223,7 @@ func loadFleet(t *testing.T, fleet []*caddy, until time.Time) (ok int, failed []
 func TestProactiveRenewalAcrossShortLifetimes(t *testing.T) {
 	apis(t, func(t *testing.T, api string) {
 		w := startWeChat(t, emulator.Config{TokenTTL: 3 * time.Second, Overlap: time.Second, StableWindow: time.Second})
-		c := startCaddy(t, w, w.tokenBlock(api, "refresh_ahead 1s"))
+		c := startCaddy(t, w, w.tokenBlock(api, "refresh_ahead 1s", "min_token_lifetime 1s"))
 		ok, failed := load(t, c, 4, time.Now().Add(10*time.Second))
 		if len(failed) > 0 {
 			t.Fatalf("%d of %d requests failed across renewals, first: %s", len(failed), ok+len(failed), failed[0])
@@ -285,10 +285,10 @@ func TestBadSecretAnswers503AtOnce(t *testing.T) {
 }
 
 func TestReloadKeepsTokenAndUnloadStopsRenewal(t *testing.T) {
-	w, c := startProxy(t, emulator.Config{TokenTTL: 4 * time.Second, Overlap: time.Second}, "classic")
+	w, c := startProxy(t, emulator.Config{TokenTTL: 4 * time.Second, Overlap: time.Second}, "classic", "min_token_lifetime 1s")
 	issued := w.issued()
 
-	c.reload(t, w.tokenBlock("classic")+"\n\theader X-Reloaded yes")
+	c.reload(t, w.tokenBlock("classic", "min_token_lifetime 1s")+"\n\theader X-Reloaded yes")
 	a := get(t, c.url("/cgi-bin/get_api_domain_ip"))
 	if a.Errcode != 0 || a.Header.Get("X-Reloaded") != "yes" {
 		t.Fatalf("after reload: %+v %v", a.Echo, a.Header)
@@ -305,9 +305,13 @@ func TestReloadKeepsTokenAndUnloadStopsRenewal(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// The manager logs that line only once its renewal loop has exited
-	// (TestStopEndsLoopAndReleasesWaiters in package token): nothing is
-	// left to fetch.
+	// Nothing fetches any more: issuance stays flat past two token lives,
+	// where a running loop would have renewed twice.
+	stopped := w.issued()
+	time.Sleep(8 * time.Second)
+	if n := w.issued(); n != stopped {
+		t.Fatalf("%d tokens fetched after the app's last config was unloaded", n-stopped)
+	}
 }
 
 func TestLargeDownloadStreamsWithBoundedMemory(t *testing.T) {

@@ -54,7 +54,7 @@ func TestFleetOnRedisFetchesOncePerRotation(t *testing.T) {
 	storage := fmt.Sprintf("storage redis {\n\t\thost 127.0.0.1\n\t\tport %d\n\t\tkey_prefix wechat_it\n\t}", port)
 	var fleet []*caddy
 	for range 3 {
-		fleet = append(fleet, startCaddyWith(t, w, w.tokenBlock("classic", "refresh_ahead 1s"), caddyOptions{storageConfig: storage}))
+		fleet = append(fleet, startCaddyWith(t, w, w.tokenBlock("classic", "refresh_ahead 1s", "min_token_lifetime 1s"), caddyOptions{storageConfig: storage}))
 	}
 	if a := get(t, fleet[0].url("/cgi-bin/user/info?openid=o1")); a.Errcode != 0 {
 		t.Fatalf("first request: %+v", a.Echo)
@@ -71,7 +71,7 @@ func TestFleetOnRedisFetchesOncePerRotation(t *testing.T) {
 	// Restarting the fleet's first member fetches nothing.
 	before := w.issued()
 	fleet[0].stop()
-	again := startCaddyWith(t, w, w.tokenBlock("classic", "refresh_ahead 1s"), caddyOptions{storageConfig: storage})
+	again := startCaddyWith(t, w, w.tokenBlock("classic", "refresh_ahead 1s", "min_token_lifetime 1s"), caddyOptions{storageConfig: storage})
 	if a := get(t, again.url("/cgi-bin/user/info?openid=o1")); a.Errcode != 0 {
 		t.Fatalf("restarted: %+v", a.Echo)
 	}

@@ -78,11 +78,17 @@ func (f *HTTPFetcher) Fetch(ctx context.Context, force bool) (Fetched, error) {
 	if err != nil {
 		return Fetched{}, err
 	}
-	client := f.Client
-	if client == nil {
-		client = http.DefaultClient
+	client := http.DefaultClient
+	if f.Client != nil {
+		client = f.Client
 	}
-	resp, err := client.Do(req)
+	// Never follow a redirect: it would re-send the secret (in the classic
+	// query, or the stable body for 307/308) to wherever it points.
+	noRedirect := *client
+	noRedirect.CheckRedirect = func(next *http.Request, _ []*http.Request) error {
+		return fmt.Errorf("token endpoint redirected to %s; redirects are never followed (is api_base right?)", next.URL.Host)
+	}
+	resp, err := noRedirect.Do(req)
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {

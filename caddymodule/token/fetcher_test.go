@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,5 +137,32 @@ func TestParseAnswer(t *testing.T) {
 	huge, err := parseAnswer(200, []byte(`{"access_token":"abc","expires_in":1e12}`), "")
 	if err != nil || huge.ExpiresIn != MaxLifetime {
 		t.Fatalf("absurd expires_in: %v, %v", huge.ExpiresIn, err)
+	}
+}
+
+// A token endpoint answering with a redirect is an error naming where it
+// pointed; the secret is never sent there.
+func TestHTTPFetcherFollowsNoRedirect(t *testing.T) {
+	var reached atomic.Int32
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached.Add(1) }))
+	defer elsewhere.Close()
+	for _, code := range []int{http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, elsewhere.URL+r.URL.Path, code)
+		}))
+		for _, api := range []API{Classic, Stable} {
+			f := &HTTPFetcher{API: api, BaseURL: redirector.URL, AppID: "wxapp", AppSecret: testSecret, Client: &http.Client{}}
+			_, err := f.Fetch(context.Background(), false)
+			host := strings.TrimPrefix(elsewhere.URL, "http://")
+			if err == nil || !strings.Contains(err.Error(), "redirected to "+host) {
+				t.Errorf("%d, %s: err = %v", code, api, err)
+			} else if strings.Contains(err.Error(), testSecret) {
+				t.Errorf("%d, %s: error reveals the secret: %v", code, api, err)
+			}
+		}
+		redirector.Close()
+	}
+	if n := reached.Load(); n != 0 {
+		t.Fatalf("the redirect target got %d requests", n)
 	}
 }

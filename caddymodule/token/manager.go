@@ -23,6 +23,14 @@ const (
 	DefaultRefreshAhead       = 5 * time.Minute
 	DefaultMinRefreshInterval = time.Minute
 	DefaultFetchTimeout       = 10 * time.Second
+	// DefaultMinLifetime is low because it only guards against a broken or
+	// hostile token endpoint: WeChat's tokens live 7200 s, and stable_token
+	// hands out the next one 5 minutes before the end, so real answers are
+	// never near it; emulators in tests use lifetimes of seconds.
+	DefaultMinLifetime = 5 * time.Second
+	// DefaultDailyRefreshLimit leaves half of classic's 2000 a day to
+	// renewals and to whatever else uses the app's quota.
+	DefaultDailyRefreshLimit = 1000
 )
 
 const (
@@ -52,31 +60,50 @@ func (t *Token) ValidAt(now time.Time) bool {
 	return t != nil && t.Value != "" && now.Before(t.ExpiresAt)
 }
 
-// Options configure a Manager. AppID, API and Fetcher are required.
-type Options struct {
-	AppID   string
-	API     API
+// Settings are what a running Manager takes from the newest config: a Caddy
+// reload replaces them all at once (Reconfigure). Zero durations mean the
+// defaults.
+type Settings struct {
+	// Fetcher calls the token endpoint; it holds the secret. Required.
 	Fetcher Fetcher
 	// RefreshAhead is how long before expiry the token is renewed. For
 	// tokens living less than twice as long, renewal happens at half-life.
 	RefreshAhead time.Duration
-	// MinRefreshInterval spaces passive refreshes (after a rejection) once
-	// a small burst is used up.
+	// MinRefreshInterval spaces on-demand refreshes of each source (see
+	// Source) once a small burst is used up.
 	MinRefreshInterval time.Duration
-	// FetchTimeout bounds one call to the token endpoint.
+	// FetchTimeout bounds one call to the token endpoint, and how long a
+	// request without a valid token waits for one.
 	FetchTimeout time.Duration
+	// MinLifetime is the shortest expires_in accepted: a shorter one is an
+	// upstream error, not a reason to fetch again within seconds.
+	MinLifetime time.Duration
+	// DailyRefreshLimit caps the on-demand refreshes of a classic token per
+	// day (Beijing time), counted across the fleet in Store: N instances
+	// together cannot spend the 2000-a-day quota. 0: no cap.
+	DailyRefreshLimit int
 	// Store, if set, shares the token with the other instances using it:
 	// a token found there is used instead of fetching, and renewals are
-	// made by one instance at a time under the store's lock.
+	// made by one instance at a time under the store's lock. It also keeps
+	// the fleet's ledger of refreshes and force_refresh calls.
 	Store Store
 	// LockWait bounds the wait for another instance's renewal before
-	// renewing alone (default 15 s).
+	// renewing alone. Default: long enough for the holder to finish
+	// (FetchTimeout plus two storage calls), so that a waiter never
+	// fetches while the holder is still working.
 	LockWait time.Duration
 	// SecretID is SecretFingerprint of the AppSecret, kept with stored
 	// tokens to detect instances configured with different secrets.
 	SecretID string
 	Logger   *zap.Logger
-	Clock    Clock
+}
+
+// Options configure a Manager. AppID, API and Fetcher are required.
+type Options struct {
+	AppID string
+	API   API
+	Clock Clock
+	Settings
 }
 
 // Manager holds the token of one app for one token API. It is safe for
@@ -84,49 +111,50 @@ type Options struct {
 // fetch invalidates the previous token, so concurrent fetches would knock
 // each other's tokens out.
 type Manager struct {
-	appID   string
-	api     API
-	fetcher Fetcher
-	timeout time.Duration
-	clock   Clock
-	logger  atomic.Pointer[zap.Logger]
+	appID    string
+	api      API
+	clock    Clock
+	settings atomic.Pointer[Settings]
 
 	current atomic.Pointer[Token]
 	flights singleflight.Group
 
-	store    Store
-	lockWait time.Duration
-	storeKey string
-	lockName string
-	secretID string
+	storeKey  string
+	lockName  string
+	ledgerKey string
 
-	mu           sync.Mutex
-	refreshAhead time.Duration
-	limiter      *rate.Limiter
-	forcedAt     []time.Time // force_refresh calls in the last 24 hours
-	lastErr      error
-	lastErrAt    time.Time
-	counts       counts
-	latency      latency
-	retries      map[string]int
-	fetchedHere  bool              // this instance fetched the current token (not adopted it)
-	recent       []held            // the last tokens installed, newest last (see noteRejection)
-	rejections   []rejection       // first rejections noticed, oldest first
-	warned       map[string]string // kind -> text of the last one-time warning
+	mu          sync.Mutex
+	budgets     [numSources]*rate.Limiter
+	ledger      ledgerRecord // the fleet's ledger as last seen (or kept alone)
+	confirmed   confirmation // the last rejected token WeChat handed back as current
+	lastErr     error
+	lastErrAt   time.Time
+	counts      counts
+	latency     latency
+	retries     map[string]int
+	fetchedHere bool              // this instance fetched the current token (not adopted it)
+	recent      []held            // the last tokens installed, newest last (see noteRejection)
+	rejections  []rejection       // first rejections noticed, oldest first
+	warned      map[string]string // kind -> text of the last one-time warning
 	// attempt is closed when the fetch under way ends; it exists from
 	// construction until the first fetch ends, so that early requests wait
 	// for the first token instead of failing.
 	attempt chan struct{}
+	// ledgerMu serializes this instance's ledger updates (the store's lock
+	// serializes the fleet's).
+	ledgerMu sync.Mutex
 
 	wake     chan struct{}
 	ctx      context.Context
 	cancel   context.CancelFunc
 	done     chan struct{}
+	started  atomic.Bool
 	stopOnce sync.Once
 }
 
-// NewManager validates opts and starts the renewal loop, which fetches the
-// first token at once. Call Stop to end it.
+// NewManager validates opts and returns a manager that does nothing until
+// Start: no network, no goroutine, no storage access, so that a config
+// can be validated (caddy validate) or fail to load without side effects.
 func NewManager(opts Options) (*Manager, error) {
 	if opts.AppID == "" {
 		return nil, errors.New("token manager: AppID is required")
@@ -134,93 +162,114 @@ func NewManager(opts Options) (*Manager, error) {
 	if _, err := ParseAPI(string(opts.API)); err != nil {
 		return nil, fmt.Errorf("token manager: %w", err)
 	}
-	if opts.Fetcher == nil {
-		return nil, errors.New("token manager: Fetcher is required")
-	}
-	if opts.RefreshAhead < 0 || opts.MinRefreshInterval < 0 || opts.FetchTimeout < 0 {
-		return nil, errors.New("token manager: durations must not be negative")
-	}
-	opts = withDefaults(opts)
-	ctx, cancel := context.WithCancel(context.Background())
-	m := &Manager{
-		appID:        opts.AppID,
-		api:          opts.API,
-		fetcher:      opts.Fetcher,
-		timeout:      opts.FetchTimeout,
-		clock:        opts.Clock,
-		refreshAhead: opts.RefreshAhead,
-		limiter:      rate.NewLimiter(rate.Every(opts.MinRefreshInterval), refreshBurst),
-		attempt:      make(chan struct{}),
-		warned:       map[string]string{},
-		store:        opts.Store,
-		lockWait:     opts.LockWait,
-		secretID:     opts.SecretID,
-		wake:         make(chan struct{}, 1),
-		ctx:          ctx,
-		cancel:       cancel,
-		done:         make(chan struct{}),
-	}
-	m.storeKey, m.lockName = StoreKey(m.appID, m.api)
-	m.logger.Store(opts.Logger)
-	go m.run()
-	return m, nil
-}
-
-func withDefaults(opts Options) Options {
-	if opts.RefreshAhead == 0 {
-		opts.RefreshAhead = DefaultRefreshAhead
-	}
-	if opts.MinRefreshInterval == 0 {
-		opts.MinRefreshInterval = DefaultMinRefreshInterval
-	}
-	if opts.FetchTimeout == 0 {
-		opts.FetchTimeout = DefaultFetchTimeout
-	}
-	if opts.Logger == nil {
-		opts.Logger = zap.NewNop()
+	settings, err := withDefaults(opts.Settings)
+	if err != nil {
+		return nil, fmt.Errorf("token manager: %w", err)
 	}
 	if opts.Clock == nil {
 		opts.Clock = systemClock{}
 	}
-	if opts.LockWait == 0 {
-		opts.LockWait = lockWait
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Manager{
+		appID:   opts.AppID,
+		api:     opts.API,
+		clock:   opts.Clock,
+		attempt: make(chan struct{}),
+		warned:  map[string]string{},
+		wake:    make(chan struct{}, 1),
+		ctx:     ctx,
+		cancel:  cancel,
+		done:    make(chan struct{}),
 	}
-	return opts
+	for i := range m.budgets {
+		m.budgets[i] = rate.NewLimiter(rate.Every(settings.MinRefreshInterval), refreshBurst)
+	}
+	m.settings.Store(settings)
+	m.storeKey, m.lockName = StoreKey(m.appID, m.api)
+	m.ledgerKey = ledgerKey(m.appID, m.api)
+	return m, nil
 }
 
-// Tunables are the settings a running Manager takes from a newer config.
-// Zero values mean the defaults.
-type Tunables struct {
-	RefreshAhead       time.Duration
-	MinRefreshInterval time.Duration
-	Logger             *zap.Logger
+// Start begins the renewal loop, which fetches the first token at once (or
+// adopts the stored one). Calls after the first do nothing.
+func (m *Manager) Start() {
+	if m.started.CompareAndSwap(false, true) {
+		go m.run()
+	}
 }
 
-// Reconfigure applies t to a running manager, as after a Caddy config reload
-// that kept the app: the manager outlives the config that created it, so it
-// must log through the newest config's logger and follow its timing.
-func (m *Manager) Reconfigure(t Tunables) {
-	o := withDefaults(Options{RefreshAhead: t.RefreshAhead, MinRefreshInterval: t.MinRefreshInterval, Logger: t.Logger})
-	m.logger.Store(o.Logger)
+// withDefaults checks s and fills in its zero values.
+func withDefaults(s Settings) (*Settings, error) {
+	if s.Fetcher == nil {
+		return nil, errors.New("Fetcher is required")
+	}
+	if s.RefreshAhead < 0 || s.MinRefreshInterval < 0 || s.FetchTimeout < 0 || s.MinLifetime < 0 || s.LockWait < 0 || s.DailyRefreshLimit < 0 {
+		return nil, errors.New("durations and limits must not be negative")
+	}
+	if s.RefreshAhead == 0 {
+		s.RefreshAhead = DefaultRefreshAhead
+	}
+	if s.MinRefreshInterval == 0 {
+		s.MinRefreshInterval = DefaultMinRefreshInterval
+	}
+	if s.FetchTimeout == 0 {
+		s.FetchTimeout = DefaultFetchTimeout
+	}
+	if s.MinLifetime == 0 {
+		s.MinLifetime = DefaultMinLifetime
+	}
+	if s.Logger == nil {
+		s.Logger = zap.NewNop()
+	}
+	if s.LockWait == 0 {
+		// The holder loads, fetches and stores under the lock.
+		s.LockWait = s.FetchTimeout + 2*storeTimeout + time.Second
+	}
+	return &s, nil
+}
+
+// Reconfigure replaces the settings of a running manager, as when a Caddy
+// config that keeps the app starts: the manager outlives the config that
+// created it, so it must use the newest config's storage, logger, secret
+// and timing, never those of a config being unloaded.
+func (m *Manager) Reconfigure(s Settings) error {
+	settings, err := withDefaults(s)
+	if err != nil {
+		return fmt.Errorf("token manager for %s: %w", m.appID, err)
+	}
+	m.settings.Store(settings)
 	m.mu.Lock()
-	m.refreshAhead = o.RefreshAhead
-	m.limiter.SetLimitAt(m.clock.Now(), rate.Every(o.MinRefreshInterval))
+	for _, b := range m.budgets {
+		b.SetLimitAt(m.clock.Now(), rate.Every(settings.MinRefreshInterval))
+	}
 	m.mu.Unlock()
 	m.poke()
+	return nil
 }
+
+// cfg returns the settings in force.
+func (m *Manager) cfg() *Settings { return m.settings.Load() }
+
+// Now is the manager's clock: callers stamp Rejection.SentAt with it.
+func (m *Manager) Now() time.Time { return m.clock.Now() }
 
 // Stop ends the renewal loop and waits for it. Requests still waiting for a
 // first token are released.
 func (m *Manager) Stop() {
 	m.stopOnce.Do(func() {
 		m.cancel()
-		<-m.done
-		m.log().Info("token manager stopped")
+		if m.started.Load() {
+			<-m.done
+			m.log().Info("token manager stopped")
+		}
 		m.mu.Lock()
 		m.releaseWaitersLocked()
 		m.mu.Unlock()
 	})
 }
+
+// Stopped reports whether Stop was called.
+func (m *Manager) Stopped() bool { return m.ctx.Err() != nil }
 
 // beginAttempt marks a token attempt under way, for requests without a
 // valid token to wait on; call the returned function when it ends.
@@ -249,9 +298,10 @@ func (m *Manager) releaseWaitersLocked() {
 }
 
 // Token returns the current token. Without a valid one it waits for a
-// fetch under way (such as the very first) and otherwise fails at once
-// with an error wrapping ErrNoToken and the last fetch error: callers are
-// answered promptly rather than queued behind a failing token endpoint.
+// fetch under way (such as the very first), at most FetchTimeout, and
+// otherwise fails at once with an error wrapping ErrNoToken and the last
+// fetch error: callers are answered promptly rather than queued behind a
+// failing token endpoint or a slow storage.
 func (m *Manager) Token(ctx context.Context) (Token, error) {
 	if t := m.current.Load(); t.ValidAt(m.clock.Now()) {
 		return *t, nil
@@ -260,8 +310,13 @@ func (m *Manager) Token(ctx context.Context) (Token, error) {
 	attempt := m.attempt
 	m.mu.Unlock()
 	if attempt != nil {
+		// A real timer: this bounds a client's wait, whatever the clock.
+		patience := time.NewTimer(m.cfg().FetchTimeout)
+		defer patience.Stop()
 		select {
 		case <-attempt:
+		case <-patience.C:
+			return Token{}, fmt.Errorf("%w for %s yet: the token is still being fetched", ErrNoToken, m.appID)
 		case <-ctx.Done():
 			return Token{}, ctx.Err()
 		}
@@ -278,30 +333,88 @@ func (m *Manager) Token(ctx context.Context) (Token, error) {
 	return Token{}, fmt.Errorf("%w: %w", ErrNoToken, lastErr)
 }
 
-// Refresh is called when WeChat rejected the token value rejected. If the
-// current token was fetched since that rejection was first noticed, it is
-// returned with no fetch: many requests failing at once with one token
-// cause one refresh. Otherwise one fetch is made (shared by all concurrent
-// callers) unless the rate limit forbids it (ErrRefreshLimited). With the
-// stable API, a fetch that answers the rejected token again is followed by
-// one force_refresh, within WeChat's limits for it.
-func (m *Manager) Refresh(ctx context.Context, rejected string) (Token, error) {
-	since := m.noteRejection(rejected)
+// Source says who asks for a refresh. Each source has its own budget, so
+// that one cannot spend the refreshes another needs: a token-endpoint
+// caller reporting tokens in a loop must not leave the proxy without a
+// refresh when WeChat really rejects the token.
+type Source int
+
+// The sources of refreshes.
+const (
+	FromProxy  Source = iota // a proxied request was rejected
+	FromCaller               // a caller of the token endpoint reported a rejection
+	FromAdmin                // an operator asked through the admin API
+	numSources
+)
+
+func (s Source) String() string {
+	return [...]string{"proxy", "caller", "admin"}[s]
+}
+
+// Rejection is WeChat rejecting a token.
+type Rejection struct {
+	Token string
+	// SentAt is when the rejected request was sent, on the manager's clock
+	// (Now). Zero when unknown: such a report never leads to a
+	// force_refresh (see confirmation).
+	SentAt time.Time
+	Source Source
+}
+
+// confirmation is a rejected token that stable_token handed back in normal
+// mode: WeChat says it is current. Only a rejection of a request sent after
+// that (a confirmed rejection) may spend a force_refresh, which ends the
+// token for every holder and is limited to 20 a day.
+type confirmation struct {
+	token string
+	at    time.Time
+}
+
+// answeredBy reports whether WeChat confirmed r's token as current after
+// r's request was sent: r says nothing new, and the token stands.
+func (c confirmation) answeredBy(r Rejection) bool {
+	return c.token != "" && c.token == r.Token && !r.SentAt.After(c.at)
+}
+
+// confirms reports whether r is a confirmed rejection.
+func (c confirmation) confirms(r Rejection) bool {
+	return c.token != "" && c.token == r.Token && r.SentAt.After(c.at)
+}
+
+// Refresh is called when WeChat rejected a token. If the current token was
+// fetched since that rejection was first noticed, it is returned with no
+// fetch: many requests failing at once with one token cause one refresh.
+// Otherwise one fetch is made (shared by all concurrent callers) unless the
+// source's budget forbids it (ErrRefreshLimited). With the stable API, a
+// fetch that answers the rejected token again means WeChat holds it
+// current: it is returned for the replay; only when it is rejected again
+// after that is one force_refresh made, within the fleet's ledger.
+func (m *Manager) Refresh(ctx context.Context, r Rejection) (Token, error) {
+	since := m.noteRejection(r.Token)
 	for range 2 {
-		if t := m.current.Load(); m.replaces(t, rejected, since) {
+		t := m.current.Load()
+		if m.replaces(t, r.Token, since) {
 			return *t, nil
 		}
+		m.mu.Lock()
+		answered := m.confirmed.answeredBy(r)
+		m.mu.Unlock()
+		if answered && t.ValidAt(m.clock.Now()) && t.Value == r.Token {
+			return *t, nil // WeChat already said it stands; nothing to fetch
+		}
 		var ran atomic.Bool
+		policy := autoForce
+		if r.Source != FromProxy {
+			policy = noForce // only the proxy knows when its request was sent
+		}
 		tok, err := m.fly(ctx, func() (Token, error) {
 			ran.Store(true)
-			return m.replace(rejected, since, true, "rejected")
+			return m.replace(r, since, policy, "rejected")
 		})
 		switch {
 		case err != nil:
 			return Token{}, err
-		case ran.Load() && tok.Value == rejected:
-			return Token{}, fmt.Errorf("WeChat still answers the rejected token for %s", m.appID)
-		case ran.Load() || m.replaces(&tok, rejected, since):
+		case ran.Load() || m.replaces(&tok, r.Token, since):
 			return tok, nil
 		}
 		// We joined a fetch that began before the rejection was noticed: its
@@ -389,9 +502,10 @@ func (m *Manager) noteRejection(token string) (since time.Time) {
 }
 
 // RenewNow replaces the current token at once, as an operator asks through
-// the admin API: through the same single flight and rate limit as
-// rejections. With the stable API, which answers the current token until
-// its last minutes, only force (force_refresh, within WeChat's limits)
+// the admin API: through the same single flight as rejections, on the
+// admin's own budget. With the stable API, which answers the current token
+// until its last minutes, only force (force_refresh, from the fleet's
+// ledger, which operators share with nobody but automatic forces' half)
 // gets a new one; renewed reports whether a new token came of it.
 func (m *Manager) RenewNow(ctx context.Context, force bool) (tok Token, renewed bool, err error) {
 	var current string
@@ -399,42 +513,64 @@ func (m *Manager) RenewNow(ctx context.Context, force bool) (tok Token, renewed 
 		current = t.Value
 	}
 	asked := m.clock.Now()
-	tok, err = m.fly(ctx, func() (Token, error) { return m.replace(current, asked, force, "admin request") })
+	policy := noForce
+	if force {
+		policy = operatorForce
+	}
+	r := Rejection{Token: current, SentAt: asked, Source: FromAdmin}
+	tok, err = m.fly(ctx, func() (Token, error) { return m.replace(r, asked, policy, "admin request") })
 	return tok, err == nil && tok.Value != current, err
 }
 
-// replace replaces the token rejected with one fetched since; it runs
-// inside a flight. With the stable API, allowForce permits a force_refresh
-// when the normal call answers the rejected token again.
-func (m *Manager) replace(rejected string, since time.Time, allowForce bool, reason string) (Token, error) {
+// forcePolicy says whether replace may call force_refresh.
+type forcePolicy int
+
+const (
+	noForce       forcePolicy = iota
+	autoForce                 // only for a confirmed rejection, within the automatic half
+	operatorForce             // an operator asked: within the day's limit
+)
+
+// replace replaces the rejected token with one fetched since; it runs
+// inside a flight.
+func (m *Manager) replace(r Rejection, since time.Time, policy forcePolicy, reason string) (Token, error) {
 	now := m.clock.Now()
 	// A flight that ended just before this one may have replaced it already.
-	if t := m.current.Load(); m.replaces(t, rejected, since) {
+	if t := m.current.Load(); m.replaces(t, r.Token, since) {
 		return *t, nil
 	}
-	m.mu.Lock()
-	allowed := m.limiter.AllowN(now, 1)
-	m.mu.Unlock()
-	if !allowed {
-		m.log().Warn("access_token rejected by WeChat, but refresh rate limit reached; passing the error on",
-			zap.Duration("min_refresh_interval", m.minRefreshInterval()))
-		return Token{}, fmt.Errorf("refresh token for %s: %w", m.appID, ErrRefreshLimited)
+	if !m.budgets[r.Source].AllowN(now, 1) {
+		m.log().Warn("token refresh budget of this source spent; no refresh now",
+			zap.Stringer("source", r.Source), zap.String("reason", reason),
+			zap.Duration("min_refresh_interval", m.cfg().MinRefreshInterval))
+		return Token{}, fmt.Errorf("refresh token for %s (%s): %w", m.appID, r.Source, ErrRefreshLimited)
 	}
-	tok, err := m.obtain(false, reason, rejected)
-	if err == nil && tok.Value != rejected {
+	tok, err := m.obtain(false, reason, r.Token, m.countRefresh)
+	if err == nil && tok.Value != r.Token {
 		m.replacedOnDemand(tok.Value, now)
 	}
-	if err != nil || tok.Value != rejected || m.api != Stable || !allowForce {
+	if err != nil || tok.Value != r.Token || m.api != Stable || policy == noForce {
 		return tok, err
 	}
-	// stable_token answers the same token until its last minutes; only a
-	// force_refresh replaces one that WeChat no longer accepts.
-	if err := m.reserveForce(now); err != nil {
-		m.log().Warn("stable_token answered the rejected token again and force_refresh is not allowed now", zap.Error(err))
-		return tok, err
+	// stable_token answered the rejected token: WeChat holds it current.
+	m.mu.Lock()
+	confirmed := m.confirmed.confirms(r)
+	if policy == autoForce && !confirmed {
+		if m.confirmed.token != r.Token {
+			m.confirmed = confirmation{token: r.Token, at: m.clock.Now()}
+		}
+		m.mu.Unlock()
+		m.log().Info("stable_token still hands out the rejected token; replaying with it, and forcing a new one only if WeChat rejects it again",
+			zap.String("reason", reason))
+		return tok, nil
 	}
-	tok, err = m.obtain(true, reason+", forced", rejected)
-	if err == nil && tok.Value != rejected {
+	m.mu.Unlock()
+	if err := m.reserveForce(now, policy == autoForce); err != nil {
+		m.log().Warn("force_refresh not allowed now", zap.String("reason", reason), zap.Error(err))
+		return Token{}, err
+	}
+	tok, err = m.obtain(true, reason+", forced", r.Token, nil)
+	if err == nil && tok.Value != r.Token {
 		m.replacedOnDemand(tok.Value, now)
 	}
 	return tok, err
@@ -449,34 +585,6 @@ func (m *Manager) replacedOnDemand(token string, began time.Time) {
 		m.recent[i].answersFrom = began
 	}
 	m.mu.Unlock()
-}
-
-func (m *Manager) minRefreshInterval() time.Duration {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return time.Duration(float64(time.Second) / float64(m.limiter.Limit()))
-}
-
-// reserveForce records a force_refresh about to be made, or says why WeChat
-// would refuse it.
-func (m *Manager) reserveForce(now time.Time) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	recent := m.forcedAt[:0]
-	for _, t := range m.forcedAt {
-		if now.Sub(t) < 24*time.Hour {
-			recent = append(recent, t)
-		}
-	}
-	m.forcedAt = recent
-	if n := len(recent); n > 0 && now.Sub(recent[n-1]) < forceMinGap {
-		return fmt.Errorf("force_refresh for %s was used %s ago; WeChat allows one every %s", m.appID, now.Sub(recent[n-1]).Round(time.Second), forceMinGap)
-	}
-	if len(recent) >= forceDailyLimit {
-		return fmt.Errorf("force_refresh for %s was used %d times in 24 hours, WeChat's daily limit", m.appID, len(recent))
-	}
-	m.forcedAt = append(m.forcedAt, now)
-	return nil
 }
 
 // fly runs fn unless a fetch is under way already, in which case its result
@@ -496,11 +604,16 @@ func (m *Manager) fly(ctx context.Context, fn func() (Token, error)) (Token, err
 // fetch calls the token endpoint once and installs the result. It runs
 // inside obtain, inside a flight.
 func (m *Manager) fetch(force bool, reason string) (Token, error) {
-	ctx, cancel := context.WithTimeout(m.ctx, m.timeout)
+	settings := m.cfg()
+	ctx, cancel := context.WithTimeout(m.ctx, settings.FetchTimeout)
 	defer cancel()
 	start := m.clock.Now()
 	began := time.Now()
-	fetched, err := m.fetcher.Fetch(ctx, force)
+	fetched, err := settings.Fetcher.Fetch(ctx, force)
+	if err == nil && fetched.ExpiresIn < settings.MinLifetime {
+		err = fmt.Errorf("answer's expires_in is %s, under the %s accepted (min_token_lifetime): treated as an upstream error",
+			fetched.ExpiresIn, settings.MinLifetime)
+	}
 	m.mu.Lock()
 	m.latency.observe(time.Since(began))
 	m.mu.Unlock()
@@ -541,7 +654,7 @@ func (m *Manager) fetch(force bool, reason string) (Token, error) {
 	return *tok, nil
 }
 
-func (m *Manager) log() *zap.Logger { return m.logger.Load() }
+func (m *Manager) log() *zap.Logger { return m.cfg().Logger }
 
 // install makes tok current; fetched says whether this instance fetched it
 // (or adopted it from shared storage).
@@ -575,7 +688,7 @@ func (m *Manager) poke() {
 // run is the proactive renewal loop.
 func (m *Manager) run() {
 	defer close(m.done)
-	if m.store != nil {
+	if m.cfg().Store != nil {
 		// Without a stored token, early requests keep waiting, now for the
 		// first fetch, which takes over the same attempt.
 		if stored, ok := m.loadShared(); ok && stored.ValidAt(m.clock.Now()) {
@@ -616,7 +729,7 @@ func (m *Manager) run() {
 		} else {
 			replacing = before.Value
 		}
-		tok, err := m.fly(m.ctx, func() (Token, error) { return m.obtain(false, reason, replacing) })
+		tok, err := m.fly(m.ctx, func() (Token, error) { return m.obtain(false, reason, replacing, nil) })
 		switch {
 		case err != nil:
 			failures++
@@ -643,7 +756,7 @@ func (m *Manager) sleepUntil(due time.Time) bool {
 			return true
 		}
 		sleep := wait
-		if m.store != nil {
+		if m.cfg().Store != nil {
 			sleep = min(wait, syncPeriod(m.current.Load()))
 		}
 		select {
@@ -676,10 +789,7 @@ func (m *Manager) nextDelay(failures, outage int, unchanged bool) time.Duration 
 		return backoff(outage, min(maxBackoff(lastErr), noTokenMaxBackoff(lastErr)))
 	}
 	remaining := cur.ExpiresAt.Sub(now)
-	m.mu.Lock()
-	ahead := m.refreshAhead
-	m.mu.Unlock()
-	ahead = min(ahead, cur.ExpiresAt.Sub(cur.FetchedAt)/2)
+	ahead := min(m.cfg().RefreshAhead, cur.ExpiresAt.Sub(cur.FetchedAt)/2)
 	renewIn := cur.ExpiresAt.Add(-ahead).Sub(now)
 	// Retries never come before the renewal time: a failure or unchanged
 	// answer may come from another caller's fetch, not from a renewal.

@@ -68,7 +68,7 @@ func sequential(ttl time.Duration) func(int, bool) (Fetched, error) {
 
 func startManager(t *testing.T, api API, f *fakeFetcher, clock *fakeClock, tweak func(*Options)) *Manager {
 	t.Helper()
-	opts := Options{AppID: "wxtest", API: api, Fetcher: f, Clock: clock}
+	opts := Options{AppID: "wxtest", API: api, Clock: clock, Settings: Settings{Fetcher: f}}
 	if tweak != nil {
 		tweak(&opts)
 	}
@@ -77,6 +77,7 @@ func startManager(t *testing.T, api API, f *fakeFetcher, clock *fakeClock, tweak
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Stop)
+	m.Start()
 	return m
 }
 
@@ -302,7 +303,7 @@ func TestRefreshManyRejectionsOneFetch(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tok, err := m.Refresh(context.Background(), old.Value)
+			tok, err := m.Refresh(context.Background(), Rejection{Token: old.Value})
 			if err != nil {
 				results <- "error: " + err.Error()
 				return
@@ -323,7 +324,7 @@ func TestRefreshManyRejectionsOneFetch(t *testing.T) {
 		t.Fatalf("%d fetches, want 2 (first + one refresh)", n)
 	}
 	// A late rejection of the old token fetches nothing more.
-	if tok, err := m.Refresh(context.Background(), old.Value); err != nil || tok.Value != "tok2" {
+	if tok, err := m.Refresh(context.Background(), Rejection{Token: old.Value}); err != nil || tok.Value != "tok2" {
 		t.Fatalf("late refresh: %q, %v", tok.Value, err)
 	}
 	if n := f.count(); n != 2 {
@@ -360,7 +361,7 @@ func TestRejectionRacingRenewalFetchesOnce(t *testing.T) {
 			clock.Advance(10 * time.Millisecond)
 			refreshed := make(chan string, 1)
 			go func() {
-				tok, err := m.Refresh(context.Background(), "tok1")
+				tok, err := m.Refresh(context.Background(), Rejection{Token: "tok1"})
 				if err != nil {
 					refreshed <- err.Error()
 					return
@@ -374,7 +375,7 @@ func TestRejectionRacingRenewalFetchesOnce(t *testing.T) {
 			// A token not among ours (a caller's report) says nothing of ours.
 			for _, rejected := range []string{"tok2", "tok1", "not-ours", "tok2"} {
 				clock.Advance(10 * time.Millisecond)
-				if tok, err := m.Refresh(context.Background(), rejected); err != nil || tok.Value != "tok3" {
+				if tok, err := m.Refresh(context.Background(), Rejection{Token: rejected}); err != nil || tok.Value != "tok3" {
 					t.Fatalf("late rejection of %s: %q, %v", rejected, tok.Value, err)
 				}
 			}
@@ -391,18 +392,18 @@ func TestRefreshRateLimited(t *testing.T) {
 	m := startManager(t, Classic, f, clock, func(o *Options) { o.MinRefreshInterval = 10 * time.Second })
 	tok := mustToken(t, m)
 	for i := range refreshBurst {
-		next, err := m.Refresh(context.Background(), tok.Value)
+		next, err := m.Refresh(context.Background(), Rejection{Token: tok.Value})
 		if err != nil {
 			t.Fatalf("refresh %d: %v", i, err)
 		}
 		tok = next
 	}
-	if _, err := m.Refresh(context.Background(), tok.Value); !errors.Is(err, ErrRefreshLimited) {
+	if _, err := m.Refresh(context.Background(), Rejection{Token: tok.Value}); !errors.Is(err, ErrRefreshLimited) {
 		t.Fatalf("refresh beyond the burst: err = %v", err)
 	}
 	fetches := f.count()
 	clock.Advance(10 * time.Second)
-	if _, err := m.Refresh(context.Background(), tok.Value); err != nil {
+	if _, err := m.Refresh(context.Background(), Rejection{Token: tok.Value}); err != nil {
 		t.Fatalf("refresh after the interval: %v", err)
 	}
 	if n := f.count(); n != fetches+1 {
@@ -410,8 +411,8 @@ func TestRefreshRateLimited(t *testing.T) {
 	}
 }
 
-func TestStableRejectedTokenIsForceRefreshedWithinLimits(t *testing.T) {
-	clock := newFakeClock()
+// stableFetcher is WeChat's stable_token: the same token until forced.
+func stableFetcher() *fakeFetcher {
 	current := "stable1"
 	f := &fakeFetcher{}
 	f.set(func(n int, force bool) (Fetched, error) {
@@ -420,39 +421,233 @@ func TestStableRejectedTokenIsForceRefreshedWithinLimits(t *testing.T) {
 		}
 		return Fetched{Value: current, ExpiresIn: 7200 * time.Second}, nil
 	})
+	return f
+}
+
+// A rejected stable token that normal mode hands back is current for
+// WeChat: it is replayed, and only a rejection of a request sent after that
+// spends a force_refresh. Late reports of requests sent before cost nothing.
+func TestStableForceNeedsConfirmedRejection(t *testing.T) {
+	clock := newFakeClock()
+	f := stableFetcher()
 	m := startManager(t, Stable, f, clock, func(o *Options) { o.MinRefreshInterval = time.Second })
 	tok := mustToken(t, m)
-	next, err := m.Refresh(context.Background(), tok.Value)
+	sent := m.Now()
+	clock.Advance(time.Second)
+	again, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, SentAt: sent})
+	if err != nil || again.Value != tok.Value {
+		t.Fatalf("first rejection: %q, %v; want the same token back for the replay", again.Value, err)
+	}
+	if n, forced := f.count(), f.forced(); n != 2 || forced != 0 {
+		t.Fatalf("%d calls, %d forced; want one normal call and no force", n, forced)
+	}
+	// Another request sent before WeChat confirmed the token: nothing new.
+	clock.Advance(time.Second)
+	if late, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, SentAt: sent}); err != nil || late.Value != tok.Value {
+		t.Fatalf("late report: %q, %v", late.Value, err)
+	}
+	// A caller's report (send time unknown) never forces.
+	if got, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, Source: FromCaller}); err != nil || got.Value != tok.Value {
+		t.Fatalf("caller's report: %q, %v", got.Value, err)
+	}
+	if n, forced := f.count(), f.forced(); n != 2 || forced != 0 {
+		t.Fatalf("after reports sent before the confirmation: %d calls, %d forced", n, forced)
+	}
+	// The replay, sent after the confirmation, is rejected too: force.
+	next, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, SentAt: m.Now()})
 	if err != nil || next.Value == tok.Value {
-		t.Fatalf("refresh: %q, %v", next.Value, err)
+		t.Fatalf("confirmed rejection: %q, %v", next.Value, err)
 	}
 	if n := f.forced(); n != 1 {
 		t.Fatalf("%d force_refresh calls, want 1", n)
 	}
-	// WeChat allows force_refresh 30 s apart: a second one now is refused.
-	clock.Advance(2 * time.Second)
-	if _, err := m.Refresh(context.Background(), next.Value); err == nil || !strings.Contains(err.Error(), "force_refresh") {
-		t.Fatalf("second forced refresh within 30 s: err = %v", err)
+	st := m.Status()
+	if st.AutomaticForces == nil || *st.AutomaticForces != autoForceLimit-1 || *st.OperatorForces != forceDailyLimit-1 {
+		t.Fatalf("status budget after one force: %+v", st.Budget)
 	}
-	if n := f.forced(); n != 1 {
-		t.Fatalf("%d force_refresh calls, want still 1", n)
+}
+
+// confirmAndForce makes m spend one automatic force_refresh.
+func confirmAndForce(t *testing.T, m *Manager, clock *fakeClock) error {
+	t.Helper()
+	tok := mustToken(t, m)
+	sent := m.Now()
+	clock.Advance(time.Millisecond)
+	if _, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, SentAt: sent}); err != nil {
+		t.Fatalf("confirming rejection: %v", err)
+	}
+	clock.Advance(time.Millisecond)
+	_, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, SentAt: m.Now()})
+	return err
+}
+
+// The force_refresh ledger is the fleet's, in the store: it survives a
+// restart, keeps WeChat's 30 s gap, and leaves half the day to operators.
+func TestForceLedgerIsSharedAndKeepsHalfForOperators(t *testing.T) {
+	clock := newFakeClock()
+	store := newMemStore()
+	f := stableFetcher()
+	shared := func(o *Options) { sharing(store, nil)(o); o.MinRefreshInterval = time.Millisecond }
+	m := startManager(t, Stable, f, clock, shared)
+	if err := confirmAndForce(t, m, clock); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second)
+	if err := confirmAndForce(t, m, clock); !errors.Is(err, ErrForceLimited) || !strings.Contains(err.Error(), "30s") {
+		t.Fatalf("a second force within 30 s: %v", err)
+	}
+	for i := 2; i <= autoForceLimit; i++ {
+		clock.Advance(forceMinGap)
+		if err := confirmAndForce(t, m, clock); err != nil {
+			t.Fatalf("automatic force %d: %v", i, err)
+		}
+	}
+	m.Stop()
+
+	// A restarted instance reads the same ledger: the automatic share is spent.
+	again := startManager(t, Stable, f, clock, shared)
+	clock.Advance(forceMinGap)
+	forced := f.forced()
+	if err := confirmAndForce(t, again, clock); !errors.Is(err, ErrForceLimited) || !strings.Contains(err.Error(), "kept for operators") {
+		t.Fatalf("automatic force beyond its share after a restart: %v", err)
+	}
+	if f.forced() != forced {
+		t.Fatal("a force_refresh was made beyond the automatic share")
+	}
+	// Operators still have the other half.
+	for i := range forceDailyLimit - autoForceLimit {
+		clock.Advance(forceMinGap)
+		if _, renewed, err := again.RenewNow(context.Background(), true); err != nil || !renewed {
+			t.Fatalf("operator force %d: renewed %t, %v", i, renewed, err)
+		}
 	}
 	clock.Advance(forceMinGap)
-	if _, err := m.Refresh(context.Background(), next.Value); err != nil {
-		t.Fatalf("forced refresh after 30 s: %v", err)
+	if _, _, err := again.RenewNow(context.Background(), true); !errors.Is(err, ErrForceLimited) {
+		t.Fatalf("force beyond WeChat's 20 a day: %v", err)
 	}
-	if n := f.forced(); n != 2 {
-		t.Fatalf("%d force_refresh calls, want 2", n)
+	if st := again.Status(); *st.OperatorForces != 0 || *st.AutomaticForces != 0 {
+		t.Fatalf("status after the day's forces: %+v", st.Budget)
+	}
+	// A day later the ledger is fresh.
+	clock.Advance(24 * time.Hour)
+	eventually(t, "a token a day later", func() bool { _, err := again.Token(context.Background()); return err == nil })
+	if err := confirmAndForce(t, again, clock); err != nil {
+		t.Fatalf("a day later: %v", err)
+	}
+}
+
+// Each source of refreshes has its own budget: a token-endpoint caller
+// that spends its own leaves the proxy's and the admin's untouched.
+func TestSourcesHaveTheirOwnBudgets(t *testing.T) {
+	clock := newFakeClock()
+	f := &fakeFetcher{answer: sequential(7200 * time.Second)}
+	m := startManager(t, Classic, f, clock, func(o *Options) { o.MinRefreshInterval = time.Hour })
+	tok := mustToken(t, m)
+	for range refreshBurst {
+		next, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, Source: FromCaller})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok = next
+	}
+	if _, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, Source: FromCaller}); !errors.Is(err, ErrRefreshLimited) {
+		t.Fatalf("caller beyond its budget: %v", err)
+	}
+	next, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, Source: FromProxy})
+	if err != nil || next.Value == tok.Value {
+		t.Fatalf("the proxy after a caller spent its budget: %q, %v", next.Value, err)
+	}
+	if _, renewed, err := m.RenewNow(context.Background(), false); err != nil || !renewed {
+		t.Fatalf("the admin after a caller spent its budget: %t, %v", renewed, err)
+	}
+}
+
+// Two instances together make at most daily_refresh_limit on-demand
+// refreshes of a classic token a day; renewals and adoptions are not
+// refused, and the count starts again the next Beijing day.
+func TestClassicDailyRefreshLimitIsFleetWide(t *testing.T) {
+	clock := newFakeClock()
+	store := newMemStore()
+	f := &fakeFetcher{answer: sequential(7200 * time.Second)}
+	tweak := func(o *Options) {
+		sharing(store, nil)(o)
+		o.MinRefreshInterval = time.Millisecond
+		o.DailyRefreshLimit = 4
+	}
+	a := startManager(t, Classic, f, clock, tweak)
+	mustToken(t, a)
+	b := startManager(t, Classic, f, clock, tweak)
+	mustToken(t, b)
+	refreshed := 0
+	for i := range 6 {
+		m := []*Manager{a, b}[i%2]
+		clock.Advance(time.Second)
+		m.syncFromStore() // as its loop would: the other's token is rejected now
+		tok := mustToken(t, m)
+		if _, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, SentAt: m.Now()}); err == nil {
+			refreshed++
+		} else if !errors.Is(err, ErrDailyRefreshLimit) {
+			t.Fatalf("refresh %d: %v", i, err)
+		}
+	}
+	if refreshed != 4 {
+		t.Fatalf("%d on-demand refreshes across two instances, want the limit of 4", refreshed)
+	}
+	if st := a.Status(); st.Refreshes == nil || *st.Refreshes != 0 {
+		t.Fatalf("status: %+v", st.Budget)
+	}
+	clock.Advance(24 * time.Hour)
+	eventually(t, "a token a day later", func() bool { _, err := a.Token(context.Background()); return err == nil })
+	tok := mustToken(t, a)
+	if _, err := a.Refresh(context.Background(), Rejection{Token: tok.Value, SentAt: a.Now()}); err != nil {
+		t.Fatalf("the next day: %v", err)
+	}
+}
+
+// A token answer living less than min_token_lifetime is an upstream error:
+// no token from it, and retries back off instead of fetching every half
+// second.
+func TestTinyExpiresInIsAnUpstreamError(t *testing.T) {
+	clock := newFakeClock()
+	f := &fakeFetcher{answer: sequential(time.Second)}
+	m := startManager(t, Classic, f, clock, nil)
+	_, err := m.Token(context.Background())
+	if !errors.Is(err, ErrNoToken) || !strings.Contains(err.Error(), "expires_in is 1s") {
+		t.Fatalf("err = %v", err)
+	}
+	stepLoop(t, clock, clock.Now().Add(time.Minute), func() bool { return false })
+	// Backoff from 1 s to the 10 s of an outage: about 9 calls; taking the
+	// tokens would renew at half-life, 120 calls.
+	if n := f.count(); n > 12 {
+		t.Fatalf("%d fetches in a minute of 1 s tokens", n)
+	}
+}
+
+// A manager that was never started fetches nothing and touches no storage:
+// this is what caddy validate and a config that fails to load get.
+func TestNothingHappensBeforeStart(t *testing.T) {
+	store := newMemStore()
+	f := &fakeFetcher{answer: sequential(time.Hour)}
+	opts := Options{AppID: "wxtest", API: Classic, Clock: newFakeClock(), Settings: Settings{Fetcher: f}}
+	sharing(store, nil)(&opts)
+	m, err := NewManager(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Stop()
+	if f.count() != 0 || store.tries != 0 || len(store.data) != 0 {
+		t.Fatalf("before Start: %d fetches, %d lock tries, %d keys stored", f.count(), store.tries, len(store.data))
 	}
 }
 
 func TestStopEndsLoopAndReleasesWaiters(t *testing.T) {
 	clock := newFakeClock()
 	f := &fakeFetcher{answer: sequential(time.Hour), gate: make(chan struct{})}
-	m, err := NewManager(Options{AppID: "wx", API: Classic, Fetcher: f, Clock: clock})
+	m, err := NewManager(Options{AppID: "wx", API: Classic, Clock: clock, Settings: Settings{Fetcher: f}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.Start()
 	errc := make(chan error)
 	go func() {
 		_, err := m.Token(context.Background())
@@ -478,17 +673,19 @@ func TestReconfigureReschedules(t *testing.T) {
 	start := clock.Now()
 	mustToken(t, m)
 	waitScheduled(t, clock, start.Add(7200*time.Second-DefaultRefreshAhead))
-	m.Reconfigure(Tunables{RefreshAhead: 10 * time.Minute})
+	if err := m.Reconfigure(Settings{Fetcher: f, RefreshAhead: 10 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
 	waitScheduled(t, clock, start.Add(7200*time.Second-10*time.Minute))
 }
 
 func TestNewManagerRejectsBadOptions(t *testing.T) {
 	f := &fakeFetcher{answer: sequential(time.Hour)}
 	for name, opts := range map[string]Options{
-		"no app":   {API: Classic, Fetcher: f},
-		"bad api":  {AppID: "wx", API: "weird", Fetcher: f},
+		"no app":   {API: Classic, Settings: Settings{Fetcher: f}},
+		"bad api":  {AppID: "wx", API: "weird", Settings: Settings{Fetcher: f}},
 		"no fetch": {AppID: "wx", API: Classic},
-		"negative": {AppID: "wx", API: Classic, Fetcher: f, RefreshAhead: -time.Second},
+		"negative": {AppID: "wx", API: Classic, Settings: Settings{Fetcher: f, RefreshAhead: -time.Second}},
 	} {
 		if _, err := NewManager(opts); err == nil {
 			t.Errorf("%s: no error", name)
@@ -511,7 +708,7 @@ func TestPassiveRefreshAfterFailedRenewalReschedules(t *testing.T) {
 	eventually(t, "retry scheduled", func() bool { d, _ := clock.next(); return d.After(clock.Now()) })
 
 	f.set(sequential(100 * time.Second))
-	fresh, err := m.Refresh(context.Background(), "tok1")
+	fresh, err := m.Refresh(context.Background(), Rejection{Token: "tok1"})
 	if err != nil || fresh.Value != "tok3" {
 		t.Fatalf("passive refresh: %q, %v", fresh.Value, err)
 	}

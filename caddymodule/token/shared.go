@@ -25,10 +25,6 @@ type Store interface {
 
 const (
 	recordVersion = 1
-	// lockWait bounds how long an instance waits for another to finish a
-	// renewal before fetching on its own. Caddy's file storage takes a
-	// crashed holder's lock after 10 s.
-	lockWait = 15 * time.Second
 	// storeTimeout bounds one load or save.
 	storeTimeout = 5 * time.Second
 	// syncPeriodMax is the longest time between re-reads of the store, so
@@ -67,7 +63,7 @@ func StoreKey(appID string, api API) (key, lock string) {
 func (m *Manager) loadShared() (*Token, bool) {
 	ctx, cancel := context.WithTimeout(m.ctx, storeTimeout)
 	defer cancel()
-	data, err := m.store.Load(ctx, m.storeKey)
+	data, err := m.cfg().Store.Load(ctx, m.storeKey)
 	if errors.Is(err, fs.ErrNotExist) {
 		m.storageWorks()
 		return nil, false
@@ -83,7 +79,7 @@ func (m *Manager) loadShared() (*Token, bool) {
 		m.warnOnce("record", nil, "ignoring a shared token record that is corrupt or not this app's", zap.String("key", m.storeKey), zap.Int("bytes", len(data)))
 		return nil, false
 	}
-	if rec.SecretID != m.secretID {
+	if rec.SecretID != m.cfg().SecretID {
 		m.errorOnce("secret:"+rec.SecretID, "instances sharing storage are configured with different AppSecrets for this app; "+
 			"the stored token is used while it works, but check app_secret on every instance", zap.String("key", m.storeKey))
 	}
@@ -92,12 +88,13 @@ func (m *Manager) loadShared() (*Token, bool) {
 
 // saveShared stores tok for the other instances.
 func (m *Manager) saveShared(tok *Token) {
+	settings := m.cfg()
 	data, err := json.Marshal(record{Version: recordVersion, AppID: m.appID, API: m.api, Token: tok.Value,
-		FetchedAt: tok.FetchedAt, ExpiresAt: tok.ExpiresAt, SecretID: m.secretID})
+		FetchedAt: tok.FetchedAt, ExpiresAt: tok.ExpiresAt, SecretID: settings.SecretID})
 	if err == nil {
 		ctx, cancel := context.WithTimeout(m.ctx, storeTimeout)
 		defer cancel()
-		err = m.store.Store(ctx, m.storeKey, data)
+		err = settings.Store.Store(ctx, m.storeKey, data)
 	}
 	if err != nil {
 		m.warnOnce("storage", err, "cannot save the token to shared storage; other instances will fetch their own")
@@ -140,11 +137,21 @@ func (m *Manager) syncFromStore() bool {
 // its place is adopted and nothing is fetched; otherwise the fleet's lock
 // is taken and the store re-read before fetching, so that instances renew
 // one at a time. Storage trouble degrades to fetching alone. Requests
-// without a valid token wait for obtain to end.
-func (m *Manager) obtain(force bool, reason, replacing string) (Token, error) {
+// without a valid token wait for obtain to end. beforeFetch, if set, may
+// veto the fetch itself (the fleet's daily refresh cap); adopting a stored
+// token costs nothing and is never vetoed.
+func (m *Manager) obtain(force bool, reason, replacing string, beforeFetch func() error) (Token, error) {
 	defer m.beginAttempt()()
-	if m.store == nil {
+	fetch := func() (Token, error) {
+		if beforeFetch != nil {
+			if err := beforeFetch(); err != nil {
+				return Token{}, err
+			}
+		}
 		return m.fetch(force, reason)
+	}
+	if m.cfg().Store == nil {
+		return fetch()
 	}
 	// Stored tokens are judged against the one held when this began: the
 	// loop's re-reads may adopt the replacement meanwhile, and it still is
@@ -164,7 +171,7 @@ func (m *Manager) obtain(force bool, reason, replacing string) (Token, error) {
 			return m.adoptFound(stored, "already renewed by another instance"), nil
 		}
 	}
-	tok, err := m.fetch(force, reason)
+	tok, err := fetch()
 	if err == nil {
 		m.saveShared(&tok)
 	}
@@ -187,20 +194,19 @@ const lockPoll = 200 * time.Millisecond
 // or, if another instance stores a replacement of heldAtStart meanwhile,
 // that token. It returns neither when the lock cannot be had in time (a
 // holder that hangs, storage down): the caller then renews alone rather
-// than let its token run out.
+// than let its token run out. The wait (LockWait) outlasts a live holder's
+// work, so a waiter never fetches while the holder still might.
 func (m *Manager) lockOrAdopt(heldAtStart *Token, replacing string) (*Token, func()) {
-	wait := m.lockWait
-	if heldAtStart.ValidAt(m.clock.Now()) && heldAtStart.Value != replacing {
-		wait = min(wait, max(heldAtStart.ExpiresAt.Sub(m.clock.Now())*3/4, time.Second))
-	}
+	settings := m.cfg()
+	store, wait := settings.Store, settings.LockWait
 	ctx, cancel := context.WithTimeout(m.ctx, wait)
 	defer cancel()
 	locked := make(chan error, 1)
-	go func() { locked <- m.store.Lock(ctx, m.lockName) }()
+	go func() { locked <- store.Lock(ctx, m.lockName) }()
 	unlock := func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), storeTimeout)
 		defer cancel()
-		if err := m.store.Unlock(ctx, m.lockName); err != nil {
+		if err := store.Unlock(ctx, m.lockName); err != nil {
 			m.warnOnce("unlock", err, "cannot release the shared renewal lock")
 		}
 	}

@@ -154,13 +154,13 @@ func TestTwoInstancesFetchOncePerRotation(t *testing.T) {
 	// A rejection seen by both, B a little later: one fetch, B adopts it,
 	// and B's later failures with the old token adopt nothing more though
 	// A fetched before B noticed.
-	next, err := a.Refresh(context.Background(), first.Value)
+	next, err := a.Refresh(context.Background(), Rejection{Token: first.Value})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {
 		clock.Advance(10 * time.Millisecond)
-		if tok, err := b.Refresh(context.Background(), first.Value); err != nil || tok.Value != next.Value {
+		if tok, err := b.Refresh(context.Background(), Rejection{Token: first.Value}); err != nil || tok.Value != next.Value {
 			t.Fatalf("B's refresh: %q, %v (want %q)", tok.Value, err, next.Value)
 		}
 	}
@@ -209,7 +209,7 @@ func TestRefreshWaitingForLockTakesTokenAdoptedMeanwhile(t *testing.T) {
 
 	refreshed := make(chan string, 1)
 	go func() {
-		tok, err := m.Refresh(context.Background(), first.Value)
+		tok, err := m.Refresh(context.Background(), Rejection{Token: first.Value})
 		if err != nil {
 			refreshed <- err.Error()
 			return
@@ -226,7 +226,7 @@ func TestRefreshWaitingForLockTakesTokenAdoptedMeanwhile(t *testing.T) {
 		t.Fatalf("refresh: %q, want the token the other instance stored", got)
 	}
 	clock.Advance(10 * time.Millisecond)
-	if tok, err := m.Refresh(context.Background(), first.Value); err != nil || tok.Value != "theirs" {
+	if tok, err := m.Refresh(context.Background(), Rejection{Token: first.Value}); err != nil || tok.Value != "theirs" {
 		t.Fatalf("a later failure with the old token: %q, %v", tok.Value, err)
 	}
 	if n := f.count(); n != 1 {
@@ -244,7 +244,7 @@ func TestBrokenStorageDegradesToLocal(t *testing.T) {
 	if tok := mustToken(t, m); tok.Value != "tok1" {
 		t.Fatalf("token %q", tok.Value)
 	}
-	if _, err := m.Refresh(context.Background(), "tok1"); err != nil {
+	if _, err := m.Refresh(context.Background(), Rejection{Token: "tok1"}); err != nil {
 		t.Fatal(err)
 	}
 	warnings := logs.FilterMessageSnippet("storage").Len() + logs.FilterMessageSnippet("lock").Len()
@@ -254,7 +254,7 @@ func TestBrokenStorageDegradesToLocal(t *testing.T) {
 	store.mu.Lock()
 	store.err = nil
 	store.mu.Unlock()
-	if _, err := m.Refresh(context.Background(), "tok2"); err != nil {
+	if _, err := m.Refresh(context.Background(), Rejection{Token: "tok2"}); err != nil {
 		t.Fatal(err)
 	}
 	if rec := store.stored(t); rec.Token != "tok3" {

@@ -35,6 +35,9 @@ type Status struct {
 	// rather than adopting it from the fleet's storage.
 	HoldsRenewal bool         `json:"holds_renewal"`
 	LastError    *ErrorStatus `json:"last_error,omitempty"`
+	// Budget is what the fleet has left of the day's limited calls, as
+	// this instance last saw its ledger.
+	Budget
 }
 
 // ErrorStatus is the last failed fetch, explained.
@@ -67,6 +70,7 @@ func (m *Manager) Status() Status {
 	st.Fetches, st.FetchFailures = m.counts.fetches, m.counts.fetchFailures
 	st.AdoptedFromStorage, st.PassiveRefreshes = m.counts.adopted, m.counts.renewedOnDemand
 	st.HoldsRenewal = m.fetchedHere
+	st.Budget = m.budgetLocked(now)
 	if m.lastErr != nil {
 		st.LastError = &ErrorStatus{Meaning: "token endpoint unreachable or answering garbage", Message: m.lastErr.Error(), At: m.lastErrAt}
 		var apiErr *APIError

@@ -1,0 +1,313 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+	httpcaddyfile.RegisterGlobalOption("wechat", parseGlobalOption)
+}
+
+// App is the wechat app: it owns every WeChat credential of the running
+// configs, so that they live as long as a config uses them, not as long as
+// a handler. Handlers declare the credentials they need while they are
+// provisioned; nothing runs until the app starts:
+//
+//   - Provision validates and wires: no network, no goroutine, no storage
+//     access, so that caddy validate and a config that fails to load touch
+//     nothing.
+//   - Start attaches each declared credential: one that a running config
+//     already holds keeps its token and renewal loop and takes this
+//     config's storage, logger and options; a new one starts renewing.
+//   - Stop detaches them: a credential no config holds any more stops; one
+//     that an older config still holds (this config failed to start) goes
+//     back to that config's settings.
+//
+// An app declared by the inline wechat_token block needs no global option;
+// `wechat` in the Caddyfile's global options (JSON apps.wechat) configures
+// the app itself.
+type App struct {
+	declared map[string]*declaration
+	order    []string // identities, in declaration order
+	logger   *zap.Logger
+	storage  certmagic.Storage
+	attached []string // identities Start attached, for Stop
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "wechat",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision takes the config's logger and storage; it uses neither.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	a.storage = ctx.Storage()
+	a.declared = map[string]*declaration{}
+	return nil
+}
+
+// credentialSpec is one access token's configuration, placeholders
+// expanded and validated. It is comparable: two handlers declaring one
+// credential must declare the same.
+type credentialSpec struct {
+	appID, secret, apiBase string
+	api                    token.API
+	refreshAhead           time.Duration
+	fetchTimeout           time.Duration
+	minRefreshInterval     time.Duration
+	minLifetime            time.Duration
+	dailyRefreshLimit      int
+}
+
+// identity names the credential across configs: the record it keeps in
+// storage. Two configs naming it hold the same token.
+func (s credentialSpec) identity() string { return string(s.api) + "/" + s.appID }
+
+// differences names the options in which two specs differ, never showing
+// the secret.
+func (s credentialSpec) differences(o credentialSpec) []string {
+	var out []string
+	add := func(option string, a, b any) {
+		if a != b {
+			out = append(out, fmt.Sprintf("%s (%v and %v)", option, a, b))
+		}
+	}
+	if s.secret != o.secret {
+		out = append(out, "app_secret (values not shown)")
+	}
+	add("api_base", s.apiBase, o.apiBase)
+	add("refresh_ahead", s.refreshAhead, o.refreshAhead)
+	add("fetch_timeout", s.fetchTimeout, o.fetchTimeout)
+	add("min_refresh_interval", s.minRefreshInterval, o.minRefreshInterval)
+	add("min_token_lifetime", s.minLifetime, o.minLifetime)
+	add("daily_refresh_limit", s.dailyRefreshLimit, o.dailyRefreshLimit)
+	return out
+}
+
+// declaration is a credential some handlers of this config need.
+type declaration struct {
+	spec credentialSpec
+	by   string // the directive that declared it first, for errors
+	ref  *credentialRef
+}
+
+// credentialRef is a handler's hold on a credential: empty until the app
+// starts.
+type credentialRef struct {
+	manager atomic.Pointer[token.Manager]
+	ready   chan struct{} // closed once manager is set, or the app stopped
+	once    sync.Once
+}
+
+func newCredentialRef() *credentialRef { return &credentialRef{ready: make(chan struct{})} }
+
+// resolve sets the manager and releases waiters; a nil m releases them
+// with nothing (the config stopped without starting).
+func (r *credentialRef) resolve(m *token.Manager) {
+	r.once.Do(func() {
+		if m != nil {
+			r.manager.Store(m)
+		}
+		close(r.ready)
+	})
+}
+
+// get returns the manager. Caddy starts apps in no fixed order, so a request
+// reaching a new config's handler can precede the wechat app's Start by a
+// moment: it waits for it.
+func (r *credentialRef) get(ctx context.Context) (*token.Manager, error) {
+	if m := r.manager.Load(); m != nil {
+		return m, nil
+	}
+	select {
+	case <-r.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if m := r.manager.Load(); m != nil {
+		return m, nil
+	}
+	return nil, errors.New("the wechat app did not start")
+}
+
+// declare registers a credential a handler (named by directive) needs and
+// returns the handler's hold on it. Handlers naming one credential with the
+// same options share it; different options fail the load, naming both.
+func (a *App) declare(spec credentialSpec, directive string) (*credentialRef, error) {
+	id := spec.identity()
+	if d, ok := a.declared[id]; ok {
+		if diff := d.spec.differences(spec); len(diff) > 0 {
+			return nil, fmt.Errorf("%s and %s both configure app_id %s (token_api %s) but differ in %s: "+
+				"one token can have only one configuration; give every handler of this app the same options",
+				d.by, directive, spec.appID, spec.api, strings.Join(diff, ", "))
+		}
+		return d.ref, nil
+	}
+	d := &declaration{spec: spec, by: directive, ref: newCredentialRef()}
+	a.declared[id] = d
+	a.order = append(a.order, id)
+	return d.ref, nil
+}
+
+// settings are what a manager takes from this config for spec.
+func (a *App) settings(spec credentialSpec) token.Settings {
+	return token.Settings{
+		Fetcher: &token.HTTPFetcher{
+			API: spec.api, BaseURL: spec.apiBase, AppID: spec.appID, AppSecret: spec.secret, Client: fetchClient,
+		},
+		RefreshAhead:       spec.refreshAhead,
+		MinRefreshInterval: spec.minRefreshInterval,
+		FetchTimeout:       spec.fetchTimeout,
+		MinLifetime:        spec.minLifetime,
+		DailyRefreshLimit:  spec.dailyRefreshLimit,
+		Store:              a.storage,
+		SecretID:           token.SecretFingerprint(spec.appID, spec.secret),
+		Logger:             a.logger.With(zap.String("app_id", spec.appID), zap.String("token_api", string(spec.api))),
+	}
+}
+
+// live holds the credentials of every running config, by identity.
+var live = struct {
+	sync.Mutex
+	credentials map[string]*liveCredential
+}{credentials: map[string]*liveCredential{}}
+
+// liveCredential is a running manager and the configs holding it.
+type liveCredential struct {
+	manager *token.Manager
+	// holders are the apps that started with it, oldest first; the last
+	// one's settings are in force.
+	holders []holder
+}
+
+type holder struct {
+	app      *App
+	settings token.Settings
+}
+
+// Start attaches every declared credential and starts the new ones.
+func (a *App) Start() error {
+	live.Lock()
+	defer live.Unlock()
+	for _, id := range a.order {
+		d := a.declared[id]
+		settings := a.settings(d.spec)
+		lc := live.credentials[id]
+		if lc == nil {
+			m, err := token.NewManager(token.Options{AppID: d.spec.appID, API: d.spec.api, Settings: settings})
+			if err != nil {
+				a.detachLocked()
+				return fmt.Errorf("wechat: %w", err)
+			}
+			lc = &liveCredential{manager: m}
+			live.credentials[id] = lc
+			m.Start()
+		} else if err := lc.manager.Reconfigure(settings); err != nil {
+			a.detachLocked()
+			return fmt.Errorf("wechat: %w", err)
+		}
+		lc.holders = append(lc.holders, holder{a, settings})
+		a.attached = append(a.attached, id)
+		d.ref.resolve(lc.manager)
+	}
+	return nil
+}
+
+// Stop detaches this config's credentials.
+func (a *App) Stop() error {
+	live.Lock()
+	defer live.Unlock()
+	a.detachLocked()
+	return nil
+}
+
+// detachLocked undoes what Start attached; live is locked.
+func (a *App) detachLocked() {
+	for _, id := range a.attached {
+		lc := live.credentials[id]
+		if lc == nil {
+			continue
+		}
+		i := slices.IndexFunc(lc.holders, func(h holder) bool { return h.app == a })
+		if i < 0 {
+			continue
+		}
+		wasInForce := i == len(lc.holders)-1
+		lc.holders = slices.Delete(lc.holders, i, i+1)
+		switch {
+		case len(lc.holders) == 0:
+			lc.manager.Stop()
+			delete(live.credentials, id)
+		case wasInForce:
+			// This was the newest config, stopped because it failed to
+			// start: the config still running takes over again.
+			prev := lc.holders[len(lc.holders)-1]
+			if err := lc.manager.Reconfigure(prev.settings); err != nil {
+				a.logger.Error("restoring the running config's settings", zap.Error(err))
+			}
+		}
+	}
+	a.attached = nil
+	for _, d := range a.declared {
+		d.ref.resolve(nil) // release requests waiting for a start that never came
+	}
+}
+
+// liveManagers lists the managers of running configs, optionally only
+// those for appID and api, in a stable order.
+func liveManagers(appID string, api token.API) []*token.Manager {
+	live.Lock()
+	var out []*token.Manager
+	for _, lc := range live.credentials {
+		m := lc.manager
+		if (appID == "" || m.AppID() == appID) && (api == "" || m.API() == api) {
+			out = append(out, m)
+		}
+	}
+	live.Unlock()
+	slices.SortFunc(out, func(a, b *token.Manager) int {
+		return strings.Compare(a.AppID()+string(a.API()), b.AppID()+string(b.API()))
+	})
+	return out
+}
+
+// parseGlobalOption reads the wechat global option. It has no settings
+// of its own yet; the block exists for what will be configured once for
+// all handlers.
+func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	d.Next() // the option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		return nil, d.Errf("unrecognized wechat option %q", d.Val())
+	}
+	return httpcaddyfile.App{Name: "wechat", Value: caddyconfig.JSON(App{}, nil)}, nil
+}
+
+// Interface guards
+var (
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
+)
