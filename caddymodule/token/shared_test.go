@@ -362,3 +362,71 @@ func TestClockSkewBetweenInstances(t *testing.T) {
 		}
 	}
 }
+
+// A waiter for the fleet's renewal lock waits as long as the holder may
+// still be working (its fetch_timeout and two storage calls), even when its
+// own token has little life left, and then adopts the holder's token: it
+// never fetches beside a live holder (with classic, that would knock the
+// holder's token out).
+func TestLockWaiterOutwaitsAWorkingHolder(t *testing.T) {
+	clock := newFakeClock()
+	store := newMemStore()
+	now := clock.Now()
+	store.put(t, record{Version: recordVersion, AppID: "wxtest", API: Classic, Token: "theirs",
+		FetchedAt: now, ExpiresAt: now.Add(20 * time.Second), SecretID: SecretFingerprint("wxtest", "secret")})
+	f := &fakeFetcher{answer: sequential(time.Hour)}
+	m := startManager(t, Classic, f, clock, func(o *Options) {
+		sharing(store, nil)(o)
+		o.LockWait = 0 // derived from FetchTimeout
+		o.FetchTimeout = 300 * time.Millisecond
+		o.RefreshAhead = 10 * time.Second
+	})
+	if tok := mustToken(t, m); tok.Value != "theirs" {
+		t.Fatalf("token %q", tok.Value)
+	}
+	// Another instance holds the lock, renewing.
+	_, lockName := StoreKey("wxtest", Classic)
+	if err := store.Lock(context.Background(), lockName); err != nil {
+		t.Fatal(err)
+	}
+	renewAt := now.Add(10 * time.Second)
+	for clock.Now().Before(renewAt) { // through the loop's re-reads of the store
+		eventually(t, "loop asleep", func() bool { due, _ := clock.next(); return due.After(clock.Now()) })
+		due, _ := clock.next()
+		clock.AdvanceTo(due)
+	}
+	clock.AdvanceTo(renewAt.Add(9 * time.Second)) // one second of the token left
+	eventually(t, "the renewal to wait for the lock", func() bool {
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		return store.tries == 1
+	})
+	// The holder works for several fetch timeouts (slow storage), longer
+	// than the second of token this instance has left.
+	time.Sleep(1500 * time.Millisecond)
+	if n := f.count(); n != 0 {
+		t.Fatalf("fetched %d times beside the lock holder", n)
+	}
+	later := clock.Now()
+	store.put(t, record{Version: recordVersion, AppID: "wxtest", API: Classic, Token: "theirs2",
+		FetchedAt: later, ExpiresAt: later.Add(time.Hour), SecretID: SecretFingerprint("wxtest", "secret")})
+	_ = store.Unlock(context.Background(), lockName)
+	eventually(t, "the holder's token adopted", func() bool { tok, err := m.Token(context.Background()); return err == nil && tok.Value == "theirs2" })
+	if n := f.count(); n != 0 {
+		t.Fatalf("fetched %d times", n)
+	}
+}
+
+// The lock wait follows fetch_timeout: a holder may work for a whole fetch
+// and a storage call on either side, and a waiter outwaits that.
+func TestLockWaitFollowsFetchTimeout(t *testing.T) {
+	for _, timeout := range []time.Duration{time.Second, 30 * time.Second, 2 * time.Minute} {
+		m, err := NewManager(Options{AppID: "wxtest", API: Classic, Settings: Settings{Fetcher: &fakeFetcher{}, FetchTimeout: timeout}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, least := m.cfg().LockWait, timeout+2*storeTimeout; got <= least {
+			t.Errorf("fetch_timeout %s: lock wait %s, want more than %s", timeout, got, least)
+		}
+	}
+}
