@@ -308,7 +308,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	headers := w.Header().Clone()
 	holder := wxhttp.NewResponseHolder(w, inspectLimit)
-	sent := m.Now()
 	err = next.ServeHTTP(holder, r)
 	answer, held := holder.Held()
 	if err != nil || !held {
@@ -321,7 +320,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !ok || !slices.Contains(h.retryOn, code) {
 		return holder.Release()
 	}
-	fresh, err := m.Refresh(r.Context(), token.Rejection{Token: tok.Value, SentAt: sent, Source: token.FromProxy})
+	fresh, err := m.Refresh(r.Context(), token.Rejection{Token: tok, Source: token.FromProxy})
 	if err != nil {
 		h.logger.Debug("token rejected and no new token to retry with; passing WeChat's answer on",
 			zap.Int64("errcode", code), zap.String("path", r.URL.Path), zap.Error(err))
@@ -343,7 +342,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// The second answer goes to the client whatever it is; it is held
 	// back only to count the outcome.
 	second := wxhttp.NewResponseHolder(w, inspectLimit)
-	sent = m.Now()
 	err = next.ServeHTTP(second, withOwnVars(r))
 	outcome := token.RetryOK
 	if answer, held := second.Held(); err != nil {
@@ -354,7 +352,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			// WeChat handed back the token it rejected, and rejected it again
 			// for this replay: a confirmed rejection. Report it, so that the
 			// next requests get a forced token; this one has had its replay.
-			if _, err := m.Refresh(r.Context(), token.Rejection{Token: fresh.Value, SentAt: sent, Source: token.FromProxy}); err != nil {
+			if _, err := m.Refresh(r.Context(), token.Rejection{Token: fresh, Source: token.FromProxy}); err != nil {
 				h.logger.Debug("token rejected again after WeChat confirmed it; no new token", zap.Error(err))
 			}
 		}

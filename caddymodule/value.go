@@ -74,7 +74,7 @@ func (v *TokenValue) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyht
 		if rejected, err = rejectedToken(r); err != nil {
 			return caddyhttp.Error(http.StatusBadRequest, err)
 		}
-		tok, err = m.Refresh(r.Context(), token.Rejection{Token: rejected, Source: token.FromCaller})
+		tok, err = m.Refresh(r.Context(), token.Rejection{Token: m.Known(rejected), Source: token.FromCaller})
 		if errors.Is(err, token.ErrRefreshLimited) {
 			return writeWeChatError(w, http.StatusTooManyRequests, "wechat_token: refresh rate limit reached; retry later")
 		}

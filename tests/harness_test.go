@@ -335,6 +335,10 @@ func (c *caddy) reload(t *testing.T, site string) {
 		body, _ := io.ReadAll(resp.Body)
 		t.Fatalf("reload: %d %s", resp.StatusCode, body)
 	}
+	// The old config's server closes its idle connections as it stops; a
+	// request sent on one of them just then would see a reset that has
+	// nothing to do with the proxy.
+	client.CloseIdleConnections()
 }
 
 // accessLog reads the access log written so far.

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +52,9 @@ type Token struct {
 	Value     string
 	FetchedAt time.Time
 	ExpiresAt time.Time
+	// epoch and confirmed place it in the refresh rules (refresh.go).
+	epoch     uint64
+	confirmed bool
 }
 
 // ValidAt reports whether the token may still be used at now.
@@ -126,15 +128,15 @@ type Manager struct {
 	mu          sync.Mutex
 	budgets     [numSources]*rate.Limiter
 	ledger      ledgerRecord // the fleet's ledger as last seen (or kept alone)
-	confirmed   confirmation // the last rejected token WeChat handed back as current
+	epoch       uint64       // see refresh.go
+	epochBegan  time.Time
 	lastErr     error
 	lastErrAt   time.Time
 	counts      counts
 	latency     latency
 	retries     map[string]int
 	fetchedHere bool              // this instance fetched the current token (not adopted it)
-	recent      []held            // the last tokens installed, newest last (see noteRejection)
-	rejections  []rejection       // first rejections noticed, oldest first
+	recent      []known           // the last tokens held, newest last (see Known)
 	warned      map[string]string // kind -> text of the last one-time warning
 	// attempt is closed when the fetch under way ends; it exists from
 	// construction until the first fetch ends, so that early requests wait
@@ -175,6 +177,7 @@ func NewManager(opts Options) (*Manager, error) {
 		api:     opts.API,
 		clock:   opts.Clock,
 		attempt: make(chan struct{}),
+		epoch:   1,
 		warned:  map[string]string{},
 		wake:    make(chan struct{}, 1),
 		ctx:     ctx,
@@ -249,9 +252,6 @@ func (m *Manager) Reconfigure(s Settings) error {
 
 // cfg returns the settings in force.
 func (m *Manager) cfg() *Settings { return m.settings.Load() }
-
-// Now is the manager's clock: callers stamp Rejection.SentAt with it.
-func (m *Manager) Now() time.Time { return m.clock.Now() }
 
 // Stop ends the renewal loop and waits for it. Requests still waiting for a
 // first token are released.
@@ -333,260 +333,6 @@ func (m *Manager) Token(ctx context.Context) (Token, error) {
 	return Token{}, fmt.Errorf("%w: %w", ErrNoToken, lastErr)
 }
 
-// Source says who asks for a refresh. Each source has its own budget, so
-// that one cannot spend the refreshes another needs: a token-endpoint
-// caller reporting tokens in a loop must not leave the proxy without a
-// refresh when WeChat really rejects the token.
-type Source int
-
-// The sources of refreshes.
-const (
-	FromProxy  Source = iota // a proxied request was rejected
-	FromCaller               // a caller of the token endpoint reported a rejection
-	FromAdmin                // an operator asked through the admin API
-	numSources
-)
-
-func (s Source) String() string {
-	return [...]string{"proxy", "caller", "admin"}[s]
-}
-
-// Rejection is WeChat rejecting a token.
-type Rejection struct {
-	Token string
-	// SentAt is when the rejected request was sent, on the manager's clock
-	// (Now). Zero when unknown: such a report never leads to a
-	// force_refresh (see confirmation).
-	SentAt time.Time
-	Source Source
-}
-
-// confirmation is a rejected token that stable_token handed back in normal
-// mode: WeChat says it is current. Only a rejection of a request sent after
-// that (a confirmed rejection) may spend a force_refresh, which ends the
-// token for every holder and is limited to 20 a day.
-type confirmation struct {
-	token string
-	at    time.Time
-}
-
-// answeredBy reports whether WeChat confirmed r's token as current after
-// r's request was sent: r says nothing new, and the token stands.
-func (c confirmation) answeredBy(r Rejection) bool {
-	return c.token != "" && c.token == r.Token && !r.SentAt.After(c.at)
-}
-
-// confirms reports whether r is a confirmed rejection.
-func (c confirmation) confirms(r Rejection) bool {
-	return c.token != "" && c.token == r.Token && r.SentAt.After(c.at)
-}
-
-// Refresh is called when WeChat rejected a token. If the current token was
-// fetched since that rejection was first noticed, it is returned with no
-// fetch: many requests failing at once with one token cause one refresh.
-// Otherwise one fetch is made (shared by all concurrent callers) unless the
-// source's budget forbids it (ErrRefreshLimited). With the stable API, a
-// fetch that answers the rejected token again means WeChat holds it
-// current: it is returned for the replay; only when it is rejected again
-// after that is one force_refresh made, within the fleet's ledger.
-func (m *Manager) Refresh(ctx context.Context, r Rejection) (Token, error) {
-	since := m.noteRejection(r.Token)
-	for range 2 {
-		t := m.current.Load()
-		if m.replaces(t, r.Token, since) {
-			return *t, nil
-		}
-		m.mu.Lock()
-		answered := m.confirmed.answeredBy(r)
-		m.mu.Unlock()
-		if answered && t.ValidAt(m.clock.Now()) && t.Value == r.Token {
-			return *t, nil // WeChat already said it stands; nothing to fetch
-		}
-		var ran atomic.Bool
-		policy := autoForce
-		if r.Source != FromProxy {
-			policy = noForce // only the proxy knows when its request was sent
-		}
-		tok, err := m.fly(ctx, func() (Token, error) {
-			ran.Store(true)
-			return m.replace(r, since, policy, "rejected")
-		})
-		switch {
-		case err != nil:
-			return Token{}, err
-		case ran.Load() || m.replaces(&tok, r.Token, since):
-			return tok, nil
-		}
-		// We joined a fetch that began before the rejection was noticed: its
-		// token may have been dropped by whatever dropped the rejected one.
-		// Go again, this time with our own fetch.
-	}
-	return Token{}, fmt.Errorf("no token for %s fetched since WeChat rejected one", m.appID)
-}
-
-// replaces reports whether t can stand in for the token rejected: valid,
-// another token, and answering rejections noticed from since on (see
-// noteRejection and held).
-func (m *Manager) replaces(t *Token, rejected string, since time.Time) bool {
-	if !t.ValidAt(m.clock.Now()) || t.Value == rejected {
-		return false
-	}
-	from := t.FetchedAt
-	m.mu.Lock()
-	if i := m.heldIndex(t.Value); i >= 0 && m.recent[i].answersFrom.After(from) {
-		from = m.recent[i].answersFrom
-	}
-	m.mu.Unlock()
-	return !from.Before(since)
-}
-
-// held is a token this manager installed. It answers the rejections
-// noticed before its fetch began, or, when a refresh after a rejection
-// installed it (perhaps adopting another instance's token, fetched before
-// this instance noticed), before that refresh began.
-type held struct {
-	value       string
-	fetchedAt   time.Time
-	answersFrom time.Time
-}
-
-// heldIndex finds token among the recent ones, or returns -1; m.mu is held.
-func (m *Manager) heldIndex(token string) int {
-	return slices.IndexFunc(m.recent, func(h held) bool { return h.value == token })
-}
-
-// Bounds of what noteRejection remembers: a request is in flight for
-// seconds, a token lives for hours, so only the last few matter.
-const (
-	rememberedTokens     = 4
-	rememberedRejections = 16
-)
-
-// rejection is the first time WeChat was seen to reject a token.
-type rejection struct {
-	token string
-	at    time.Time
-}
-
-// noteRejection records that WeChat rejected token and returns since: the
-// first time, after token was fetched, that a rejection of a token not
-// already known bad was noticed. Whatever dropped token (another system
-// fetching tokens, a secret reset) happened between its fetch and now, and
-// may have dropped tokens fetched meanwhile too, such as a renewal that
-// raced it; only tokens fetched since are surely newer. Taking the first
-// such notice rather than this one keeps one refresh for all the requests
-// failing from one event, whichever of its tokens they carried.
-func (m *Manager) noteRejection(token string) (since time.Time) {
-	now := m.clock.Now()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	i := m.heldIndex(token)
-	if i < 0 {
-		// Older than every token remembered, or not one of ours at all (the
-		// token endpoint takes reports from callers): any other valid token
-		// replaces it, and it says nothing about the newer ones.
-		return time.Time{}
-	}
-	if !slices.ContainsFunc(m.rejections, func(r rejection) bool { return r.token == token }) {
-		if len(m.rejections) == rememberedRejections {
-			m.rejections = slices.Delete(m.rejections, 0, 1)
-		}
-		m.rejections = append(m.rejections, rejection{token, now})
-	}
-	for _, r := range m.rejections {
-		if !r.at.Before(m.recent[i].fetchedAt) {
-			return r.at
-		}
-	}
-	return now // not reached: this rejection is in the list
-}
-
-// RenewNow replaces the current token at once, as an operator asks through
-// the admin API: through the same single flight as rejections, on the
-// admin's own budget. With the stable API, which answers the current token
-// until its last minutes, only force (force_refresh, from the fleet's
-// ledger, which operators share with nobody but automatic forces' half)
-// gets a new one; renewed reports whether a new token came of it.
-func (m *Manager) RenewNow(ctx context.Context, force bool) (tok Token, renewed bool, err error) {
-	var current string
-	if t := m.current.Load(); t != nil {
-		current = t.Value
-	}
-	asked := m.clock.Now()
-	policy := noForce
-	if force {
-		policy = operatorForce
-	}
-	r := Rejection{Token: current, SentAt: asked, Source: FromAdmin}
-	tok, err = m.fly(ctx, func() (Token, error) { return m.replace(r, asked, policy, "admin request") })
-	return tok, err == nil && tok.Value != current, err
-}
-
-// forcePolicy says whether replace may call force_refresh.
-type forcePolicy int
-
-const (
-	noForce       forcePolicy = iota
-	autoForce                 // only for a confirmed rejection, within the automatic half
-	operatorForce             // an operator asked: within the day's limit
-)
-
-// replace replaces the rejected token with one fetched since; it runs
-// inside a flight.
-func (m *Manager) replace(r Rejection, since time.Time, policy forcePolicy, reason string) (Token, error) {
-	now := m.clock.Now()
-	// A flight that ended just before this one may have replaced it already.
-	if t := m.current.Load(); m.replaces(t, r.Token, since) {
-		return *t, nil
-	}
-	if !m.budgets[r.Source].AllowN(now, 1) {
-		m.log().Warn("token refresh budget of this source spent; no refresh now",
-			zap.Stringer("source", r.Source), zap.String("reason", reason),
-			zap.Duration("min_refresh_interval", m.cfg().MinRefreshInterval))
-		return Token{}, fmt.Errorf("refresh token for %s (%s): %w", m.appID, r.Source, ErrRefreshLimited)
-	}
-	tok, err := m.obtain(false, reason, r.Token, m.countRefresh)
-	if err == nil && tok.Value != r.Token {
-		m.replacedOnDemand(tok.Value, now)
-	}
-	if err != nil || tok.Value != r.Token || m.api != Stable || policy == noForce {
-		return tok, err
-	}
-	// stable_token answered the rejected token: WeChat holds it current.
-	m.mu.Lock()
-	confirmed := m.confirmed.confirms(r)
-	if policy == autoForce && !confirmed {
-		if m.confirmed.token != r.Token {
-			m.confirmed = confirmation{token: r.Token, at: m.clock.Now()}
-		}
-		m.mu.Unlock()
-		m.log().Info("stable_token still hands out the rejected token; replaying with it, and forcing a new one only if WeChat rejects it again",
-			zap.String("reason", reason))
-		return tok, nil
-	}
-	m.mu.Unlock()
-	if err := m.reserveForce(now, policy == autoForce); err != nil {
-		m.log().Warn("force_refresh not allowed now", zap.String("reason", reason), zap.Error(err))
-		return Token{}, err
-	}
-	tok, err = m.obtain(true, reason+", forced", r.Token, nil)
-	if err == nil && tok.Value != r.Token {
-		m.replacedOnDemand(tok.Value, now)
-	}
-	return tok, err
-}
-
-// replacedOnDemand counts a token replaced by replace, begun at began,
-// and vouches for the new one (see held).
-func (m *Manager) replacedOnDemand(token string, began time.Time) {
-	m.mu.Lock()
-	m.counts.renewedOnDemand++
-	if i := m.heldIndex(token); i >= 0 && began.After(m.recent[i].answersFrom) {
-		m.recent[i].answersFrom = began
-	}
-	m.mu.Unlock()
-}
-
 // fly runs fn unless a fetch is under way already, in which case its result
 // is shared. ctx only bounds the wait: the fetch itself belongs to the
 // manager, so one impatient caller cannot cancel it for the others.
@@ -601,9 +347,9 @@ func (m *Manager) fly(ctx context.Context, fn func() (Token, error)) (Token, err
 	}
 }
 
-// fetch calls the token endpoint once and installs the result. It runs
-// inside obtain, inside a flight.
-func (m *Manager) fetch(force bool, reason string) (Token, error) {
+// fetch calls the token endpoint once and installs the result as a token
+// of epoch. It runs inside obtain, inside a flight.
+func (m *Manager) fetch(force bool, reason string, epoch uint64) (Token, error) {
 	settings := m.cfg()
 	ctx, cancel := context.WithTimeout(m.ctx, settings.FetchTimeout)
 	defer cancel()
@@ -637,12 +383,12 @@ func (m *Manager) fetch(force bool, reason string) (Token, error) {
 		m.log().Error("access_token fetch failed", fields...)
 		return Token{}, err
 	}
-	tok := &Token{Value: fetched.Value, FetchedAt: start, ExpiresAt: start.Add(fetched.ExpiresIn)}
+	tok := &Token{Value: fetched.Value, FetchedAt: start, ExpiresAt: start.Add(fetched.ExpiresIn), epoch: epoch}
 	unchanged := prev != nil && prev.Value == tok.Value
 	if unchanged {
 		tok.FetchedAt = prev.FetchedAt
 	}
-	m.install(tok, true)
+	tok = m.install(tok, true)
 	if unchanged {
 		m.log().Debug("token endpoint answered the current token",
 			zap.String("reason", reason), zap.Duration("expires_in", fetched.ExpiresIn))
@@ -656,25 +402,27 @@ func (m *Manager) fetch(force bool, reason string) (Token, error) {
 
 func (m *Manager) log() *zap.Logger { return m.cfg().Logger }
 
-// install makes tok current; fetched says whether this instance fetched it
-// (or adopted it from shared storage).
-func (m *Manager) install(tok *Token, fetched bool) {
-	m.current.Store(tok)
+// install makes tok current and returns what was installed; fetched says
+// whether this instance fetched it (or adopted it from shared storage). The
+// current token answered again keeps its place in the refresh rules.
+func (m *Manager) install(tok *Token, fetched bool) *Token {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if prev := m.current.Load(); prev != nil && prev.Value == tok.Value {
+		again := *tok
+		again.epoch, again.confirmed = max(prev.epoch, tok.epoch), prev.confirmed || tok.confirmed
+		tok = &again
+	}
+	m.current.Store(tok)
 	m.lastErr = nil
 	m.fetchedHere = fetched
-	if n := len(m.recent); n == 0 || m.recent[n-1].value != tok.Value {
-		if n == rememberedTokens {
-			m.recent = slices.Delete(m.recent, 0, 1)
-		}
-		m.recent = append(m.recent, held{tok.Value, tok.FetchedAt, tok.FetchedAt})
-	}
+	m.rememberLocked(tok)
 	if fetched {
 		m.counts.fetches++
 	} else {
 		m.counts.adopted++
 	}
+	return tok
 }
 
 // poke makes the renewal loop recompute its schedule.
@@ -693,6 +441,7 @@ func (m *Manager) run() {
 		// first fetch, which takes over the same attempt.
 		if stored, ok := m.loadShared(); ok && stored.ValidAt(m.clock.Now()) {
 			end := m.beginAttempt()
+			stored.epoch = m.epochNow()
 			m.adopt(stored, "stored earlier by this or another instance")
 			end()
 		}
@@ -729,7 +478,7 @@ func (m *Manager) run() {
 		} else {
 			replacing = before.Value
 		}
-		tok, err := m.fly(m.ctx, func() (Token, error) { return m.obtain(false, reason, replacing, nil) })
+		tok, err := m.fly(m.ctx, func() (Token, error) { return m.obtain(job{reason: reason, replacing: replacing, epoch: m.epochNow(), renewal: true}) })
 		switch {
 		case err != nil:
 			failures++

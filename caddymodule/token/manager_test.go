@@ -303,7 +303,7 @@ func TestRefreshManyRejectionsOneFetch(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tok, err := m.Refresh(context.Background(), Rejection{Token: old.Value})
+			tok, err := m.Refresh(context.Background(), Rejection{Token: old})
 			if err != nil {
 				results <- "error: " + err.Error()
 				return
@@ -324,7 +324,7 @@ func TestRefreshManyRejectionsOneFetch(t *testing.T) {
 		t.Fatalf("%d fetches, want 2 (first + one refresh)", n)
 	}
 	// A late rejection of the old token fetches nothing more.
-	if tok, err := m.Refresh(context.Background(), Rejection{Token: old.Value}); err != nil || tok.Value != "tok2" {
+	if tok, err := m.Refresh(context.Background(), Rejection{Token: old}); err != nil || tok.Value != "tok2" {
 		t.Fatalf("late refresh: %q, %v", tok.Value, err)
 	}
 	if n := f.count(); n != 2 {
@@ -361,7 +361,7 @@ func TestRejectionRacingRenewalFetchesOnce(t *testing.T) {
 			clock.Advance(10 * time.Millisecond)
 			refreshed := make(chan string, 1)
 			go func() {
-				tok, err := m.Refresh(context.Background(), Rejection{Token: "tok1"})
+				tok, err := m.Refresh(context.Background(), Rejection{Token: m.Known("tok1")})
 				if err != nil {
 					refreshed <- err.Error()
 					return
@@ -375,7 +375,7 @@ func TestRejectionRacingRenewalFetchesOnce(t *testing.T) {
 			// A token not among ours (a caller's report) says nothing of ours.
 			for _, rejected := range []string{"tok2", "tok1", "not-ours", "tok2"} {
 				clock.Advance(10 * time.Millisecond)
-				if tok, err := m.Refresh(context.Background(), Rejection{Token: rejected}); err != nil || tok.Value != "tok3" {
+				if tok, err := m.Refresh(context.Background(), Rejection{Token: m.Known(rejected)}); err != nil || tok.Value != "tok3" {
 					t.Fatalf("late rejection of %s: %q, %v", rejected, tok.Value, err)
 				}
 			}
@@ -392,18 +392,18 @@ func TestRefreshRateLimited(t *testing.T) {
 	m := startManager(t, Classic, f, clock, func(o *Options) { o.MinRefreshInterval = 10 * time.Second })
 	tok := mustToken(t, m)
 	for i := range refreshBurst {
-		next, err := m.Refresh(context.Background(), Rejection{Token: tok.Value})
+		next, err := m.Refresh(context.Background(), Rejection{Token: tok})
 		if err != nil {
 			t.Fatalf("refresh %d: %v", i, err)
 		}
 		tok = next
 	}
-	if _, err := m.Refresh(context.Background(), Rejection{Token: tok.Value}); !errors.Is(err, ErrRefreshLimited) {
+	if _, err := m.Refresh(context.Background(), Rejection{Token: tok}); !errors.Is(err, ErrRefreshLimited) {
 		t.Fatalf("refresh beyond the burst: err = %v", err)
 	}
 	fetches := f.count()
 	clock.Advance(10 * time.Second)
-	if _, err := m.Refresh(context.Background(), Rejection{Token: tok.Value}); err != nil {
+	if _, err := m.Refresh(context.Background(), Rejection{Token: tok}); err != nil {
 		t.Fatalf("refresh after the interval: %v", err)
 	}
 	if n := f.count(); n != fetches+1 {
@@ -432,9 +432,8 @@ func TestStableForceNeedsConfirmedRejection(t *testing.T) {
 	f := stableFetcher()
 	m := startManager(t, Stable, f, clock, func(o *Options) { o.MinRefreshInterval = time.Second })
 	tok := mustToken(t, m)
-	sent := m.Now()
 	clock.Advance(time.Second)
-	again, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, SentAt: sent})
+	again, err := m.Refresh(context.Background(), Rejection{Token: tok})
 	if err != nil || again.Value != tok.Value {
 		t.Fatalf("first rejection: %q, %v; want the same token back for the replay", again.Value, err)
 	}
@@ -443,18 +442,21 @@ func TestStableForceNeedsConfirmedRejection(t *testing.T) {
 	}
 	// Another request sent before WeChat confirmed the token: nothing new.
 	clock.Advance(time.Second)
-	if late, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, SentAt: sent}); err != nil || late.Value != tok.Value {
+	if late, err := m.Refresh(context.Background(), Rejection{Token: tok}); err != nil || late.Value != tok.Value {
 		t.Fatalf("late report: %q, %v", late.Value, err)
 	}
-	// A caller's report (send time unknown) never forces.
-	if got, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, Source: FromCaller}); err != nil || got.Value != tok.Value {
+	// A caller's report, even of the confirmed token, never forces.
+	if got, err := m.Refresh(context.Background(), Rejection{Token: m.Known(tok.Value), Source: FromCaller}); err != nil || got.Value != tok.Value {
 		t.Fatalf("caller's report: %q, %v", got.Value, err)
 	}
-	if n, forced := f.count(), f.forced(); n != 2 || forced != 0 {
-		t.Fatalf("after reports sent before the confirmation: %d calls, %d forced", n, forced)
+	if got, err := m.Refresh(context.Background(), Rejection{Token: again, Source: FromCaller}); err != nil || got.Value != tok.Value {
+		t.Fatalf("caller's report of the confirmed token: %q, %v", got.Value, err)
 	}
-	// The replay, sent after the confirmation, is rejected too: force.
-	next, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, SentAt: m.Now()})
+	if forced := f.forced(); forced != 0 {
+		t.Fatalf("after reports sent before the confirmation and callers' reports: %d forced", forced)
+	}
+	// A request sent with the confirmed token is rejected too: force.
+	next, err := m.Refresh(context.Background(), Rejection{Token: mustToken(t, m)})
 	if err != nil || next.Value == tok.Value {
 		t.Fatalf("confirmed rejection: %q, %v", next.Value, err)
 	}
@@ -471,13 +473,13 @@ func TestStableForceNeedsConfirmedRejection(t *testing.T) {
 func confirmAndForce(t *testing.T, m *Manager, clock *fakeClock) error {
 	t.Helper()
 	tok := mustToken(t, m)
-	sent := m.Now()
 	clock.Advance(time.Millisecond)
-	if _, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, SentAt: sent}); err != nil {
+	confirmed, err := m.Refresh(context.Background(), Rejection{Token: tok})
+	if err != nil {
 		t.Fatalf("confirming rejection: %v", err)
 	}
 	clock.Advance(time.Millisecond)
-	_, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, SentAt: m.Now()})
+	_, err = m.Refresh(context.Background(), Rejection{Token: confirmed})
 	return err
 }
 
@@ -544,16 +546,16 @@ func TestSourcesHaveTheirOwnBudgets(t *testing.T) {
 	m := startManager(t, Classic, f, clock, func(o *Options) { o.MinRefreshInterval = time.Hour })
 	tok := mustToken(t, m)
 	for range refreshBurst {
-		next, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, Source: FromCaller})
+		next, err := m.Refresh(context.Background(), Rejection{Token: tok, Source: FromCaller})
 		if err != nil {
 			t.Fatal(err)
 		}
 		tok = next
 	}
-	if _, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, Source: FromCaller}); !errors.Is(err, ErrRefreshLimited) {
+	if _, err := m.Refresh(context.Background(), Rejection{Token: tok, Source: FromCaller}); !errors.Is(err, ErrRefreshLimited) {
 		t.Fatalf("caller beyond its budget: %v", err)
 	}
-	next, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, Source: FromProxy})
+	next, err := m.Refresh(context.Background(), Rejection{Token: tok, Source: FromProxy})
 	if err != nil || next.Value == tok.Value {
 		t.Fatalf("the proxy after a caller spent its budget: %q, %v", next.Value, err)
 	}
@@ -584,7 +586,7 @@ func TestClassicDailyRefreshLimitIsFleetWide(t *testing.T) {
 		clock.Advance(time.Second)
 		m.syncFromStore() // as its loop would: the other's token is rejected now
 		tok := mustToken(t, m)
-		if _, err := m.Refresh(context.Background(), Rejection{Token: tok.Value, SentAt: m.Now()}); err == nil {
+		if _, err := m.Refresh(context.Background(), Rejection{Token: tok}); err == nil {
 			refreshed++
 		} else if !errors.Is(err, ErrDailyRefreshLimit) {
 			t.Fatalf("refresh %d: %v", i, err)
@@ -599,7 +601,7 @@ func TestClassicDailyRefreshLimitIsFleetWide(t *testing.T) {
 	clock.Advance(24 * time.Hour)
 	eventually(t, "a token a day later", func() bool { _, err := a.Token(context.Background()); return err == nil })
 	tok := mustToken(t, a)
-	if _, err := a.Refresh(context.Background(), Rejection{Token: tok.Value, SentAt: a.Now()}); err != nil {
+	if _, err := a.Refresh(context.Background(), Rejection{Token: tok}); err != nil {
 		t.Fatalf("the next day: %v", err)
 	}
 }
@@ -708,7 +710,7 @@ func TestPassiveRefreshAfterFailedRenewalReschedules(t *testing.T) {
 	eventually(t, "retry scheduled", func() bool { d, _ := clock.next(); return d.After(clock.Now()) })
 
 	f.set(sequential(100 * time.Second))
-	fresh, err := m.Refresh(context.Background(), Rejection{Token: "tok1"})
+	fresh, err := m.Refresh(context.Background(), Rejection{Token: m.Known("tok1")})
 	if err != nil || fresh.Value != "tok3" {
 		t.Fatalf("passive refresh: %q, %v", fresh.Value, err)
 	}

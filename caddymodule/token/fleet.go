@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"time"
 
@@ -113,12 +114,14 @@ func newer(stored, cur *Token, replacing string, now time.Time) bool {
 	return !cur.ValidAt(now) || cur.Value == replacing || (stored.Value != cur.Value && stored.ExpiresAt.After(cur.ExpiresAt))
 }
 
-// adopt installs a token another instance fetched.
-func (m *Manager) adopt(tok *Token, why string) {
-	m.install(tok, false)
+// adopt installs a token another instance fetched, its epoch set, and
+// returns what it installed.
+func (m *Manager) adopt(tok *Token, why string) *Token {
+	tok = m.install(tok, false)
 	m.log().Info("access_token taken from shared storage", zap.String("reason", why),
 		zap.Duration("expires_in", tok.ExpiresAt.Sub(m.clock.Now()).Round(time.Second)))
 	m.poke()
+	return tok
 }
 
 // syncFromStore adopts a token that another instance renewed, and says
@@ -128,27 +131,41 @@ func (m *Manager) syncFromStore() bool {
 	if !ok || !newer(stored, m.current.Load(), "", m.clock.Now()) {
 		return false
 	}
+	stored.epoch = m.storedEpoch(stored)
 	m.adopt(stored, "renewed by another instance")
 	return true
 }
 
-// obtain replaces the token replacing (the current one, or one WeChat
-// rejected). With a store, a token another instance already put there in
-// its place is adopted and nothing is fetched; otherwise the fleet's lock
-// is taken and the store re-read before fetching, so that instances renew
-// one at a time. Storage trouble degrades to fetching alone. Requests
-// without a valid token wait for obtain to end. beforeFetch, if set, may
-// veto the fetch itself (the fleet's daily refresh cap); adopting a stored
-// token costs nothing and is never vetoed.
-func (m *Manager) obtain(force bool, reason, replacing string, beforeFetch func() error) (Token, error) {
+// job is one replacement of a token, for obtain.
+type job struct {
+	force     bool   // force_refresh (stable)
+	reason    string // for the log
+	replacing string // the current token, or one WeChat rejected
+	epoch     uint64 // what it installs belongs to this epoch (refresh.go)
+	// renewal is a renewal of a token not rejected: it may wait out a
+	// storage outage rather than fetch alone (canPostpone).
+	renewal bool
+	// beforeFetch, if set, may veto the fetch itself (the fleet's daily
+	// refresh cap); adopting a stored token costs nothing and is never
+	// vetoed.
+	beforeFetch func() error
+}
+
+// obtain replaces j.replacing. With a store, a token another instance
+// already put there in its place is adopted and nothing is fetched;
+// otherwise the fleet's lock is taken and the store re-read before
+// fetching, so that instances renew one at a time. Storage trouble
+// degrades to fetching alone. Requests without a valid token wait for
+// obtain to end.
+func (m *Manager) obtain(j job) (Token, error) {
 	defer m.beginAttempt()()
 	fetch := func() (Token, error) {
-		if beforeFetch != nil {
-			if err := beforeFetch(); err != nil {
+		if j.beforeFetch != nil {
+			if err := j.beforeFetch(); err != nil {
 				return Token{}, err
 			}
 		}
-		return m.fetch(force, reason)
+		return m.fetch(j.force, j.reason, j.epoch)
 	}
 	if m.cfg().Store == nil {
 		return fetch()
@@ -157,18 +174,26 @@ func (m *Manager) obtain(force bool, reason, replacing string, beforeFetch func(
 	// loop's re-reads may adopt the replacement meanwhile, and it still is
 	// the answer, not a reason to fetch another.
 	heldAtStart := m.current.Load()
-	if stored, ok := m.loadShared(); ok && newer(stored, heldAtStart, replacing, m.clock.Now()) {
-		return m.adoptFound(stored, "already renewed by another instance"), nil
+	if stored, ok := m.loadShared(); ok && newer(stored, heldAtStart, j.replacing, m.clock.Now()) {
+		return m.adoptFound(stored, "already renewed by another instance", j.epoch), nil
 	}
-	stored, unlock := m.lockOrAdopt(heldAtStart, replacing)
+	stored, unlock, lockErr := m.lockOrAdopt(heldAtStart, j.replacing)
 	if stored != nil {
-		return m.adoptFound(stored, "renewed by another instance meanwhile"), nil
+		return m.adoptFound(stored, "renewed by another instance meanwhile", j.epoch), nil
+	}
+	if lockErr != nil {
+		if left, ok := m.canPostpone(heldAtStart, j, lockErr); ok {
+			m.warnOnce("lock", lockErr, "shared storage unavailable; renewal postponed while the token lasts, to renew as one fleet once it is back",
+				zap.Duration("token_left", left))
+			return Token{}, fmt.Errorf("renew %s token for %s: shared storage unavailable, renewal postponed (%s of the token left): %w", m.api, m.appID, left, lockErr)
+		}
+		m.warnOnce("lock", lockErr, "cannot take the shared renewal lock; renewing alone")
 	}
 	if unlock != nil {
 		defer unlock()
 		// Re-read under the lock: the previous holder may have renewed.
-		if stored, ok := m.loadShared(); ok && newer(stored, heldAtStart, replacing, m.clock.Now()) {
-			return m.adoptFound(stored, "already renewed by another instance"), nil
+		if stored, ok := m.loadShared(); ok && newer(stored, heldAtStart, j.replacing, m.clock.Now()) {
+			return m.adoptFound(stored, "already renewed by another instance", j.epoch), nil
 		}
 	}
 	tok, err := fetch()
@@ -178,13 +203,31 @@ func (m *Manager) obtain(force bool, reason, replacing string, beforeFetch func(
 	return tok, err
 }
 
-// adoptFound adopts stored unless the loop adopted it already.
-func (m *Manager) adoptFound(stored *Token, why string) Token {
+// adoptFound adopts stored, found by work of epoch, unless the loop
+// adopted it already.
+func (m *Manager) adoptFound(stored *Token, why string, epoch uint64) Token {
 	if cur := m.current.Load(); cur != nil && cur.Value == stored.Value {
 		return *cur
 	}
-	m.adopt(stored, why)
-	return *stored
+	stored.epoch = epoch
+	return *m.adopt(stored, why)
+}
+
+// canPostpone says whether a renewal that could not take the fleet's lock
+// because the storage failed may wait for the storage instead of fetching
+// alone: instances renewing alone each fetch (with classic, knocking each
+// other's tokens out), and a storage outage is usually brief. It may while
+// the held token has more than half of its renewal margin left; a rejected
+// token, an expired one or a holder that never let go (the wait ran out)
+// is replaced alone at once.
+func (m *Manager) canPostpone(held *Token, j job, lockErr error) (time.Duration, bool) {
+	now := m.clock.Now()
+	if !j.renewal || errors.Is(lockErr, context.DeadlineExceeded) || !held.ValidAt(now) || held.Value != j.replacing {
+		return 0, false
+	}
+	left := held.ExpiresAt.Sub(now)
+	ahead := min(m.cfg().RefreshAhead, held.ExpiresAt.Sub(held.FetchedAt)/2)
+	return left.Round(time.Millisecond), left > ahead/2
 }
 
 // lockPoll is how often the store is re-read while waiting for the lock.
@@ -192,11 +235,10 @@ const lockPoll = 200 * time.Millisecond
 
 // lockOrAdopt waits for the fleet's renewal lock and returns its release;
 // or, if another instance stores a replacement of heldAtStart meanwhile,
-// that token. It returns neither when the lock cannot be had in time (a
-// holder that hangs, storage down): the caller then renews alone rather
-// than let its token run out. The wait (LockWait) outlasts a live holder's
+// that token. It returns why when the lock cannot be had: the wait ran out
+// (a holder that hangs: context.DeadlineExceeded) or the storage failed. The wait (LockWait) outlasts a live holder's
 // work, so a waiter never fetches while the holder still might.
-func (m *Manager) lockOrAdopt(heldAtStart *Token, replacing string) (*Token, func()) {
+func (m *Manager) lockOrAdopt(heldAtStart *Token, replacing string) (*Token, func(), error) {
 	settings := m.cfg()
 	store, wait := settings.Store, settings.LockWait
 	ctx, cancel := context.WithTimeout(m.ctx, wait)
@@ -216,10 +258,12 @@ func (m *Manager) lockOrAdopt(heldAtStart *Token, replacing string) (*Token, fun
 		select {
 		case err := <-locked:
 			if err != nil {
-				m.warnOnce("lock", err, "cannot take the shared renewal lock; renewing alone", zap.Duration("waited", wait))
-				return nil, nil
+				if ctx.Err() != nil && m.ctx.Err() == nil {
+					err = fmt.Errorf("waited %s for another instance's renewal: %w", wait, context.DeadlineExceeded)
+				}
+				return nil, nil, err
 			}
-			return nil, unlock
+			return nil, unlock, nil
 		case <-poll.C:
 			if stored, ok := m.loadShared(); ok && newer(stored, heldAtStart, replacing, m.clock.Now()) {
 				cancel()
@@ -228,7 +272,7 @@ func (m *Manager) lockOrAdopt(heldAtStart *Token, replacing string) (*Token, fun
 						unlock()
 					}
 				}()
-				return stored, nil
+				return stored, nil, nil
 			}
 		}
 	}

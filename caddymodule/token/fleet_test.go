@@ -154,13 +154,13 @@ func TestTwoInstancesFetchOncePerRotation(t *testing.T) {
 	// A rejection seen by both, B a little later: one fetch, B adopts it,
 	// and B's later failures with the old token adopt nothing more though
 	// A fetched before B noticed.
-	next, err := a.Refresh(context.Background(), Rejection{Token: first.Value})
+	next, err := a.Refresh(context.Background(), Rejection{Token: first})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {
 		clock.Advance(10 * time.Millisecond)
-		if tok, err := b.Refresh(context.Background(), Rejection{Token: first.Value}); err != nil || tok.Value != next.Value {
+		if tok, err := b.Refresh(context.Background(), Rejection{Token: first}); err != nil || tok.Value != next.Value {
 			t.Fatalf("B's refresh: %q, %v (want %q)", tok.Value, err, next.Value)
 		}
 	}
@@ -209,7 +209,7 @@ func TestRefreshWaitingForLockTakesTokenAdoptedMeanwhile(t *testing.T) {
 
 	refreshed := make(chan string, 1)
 	go func() {
-		tok, err := m.Refresh(context.Background(), Rejection{Token: first.Value})
+		tok, err := m.Refresh(context.Background(), Rejection{Token: first})
 		if err != nil {
 			refreshed <- err.Error()
 			return
@@ -226,7 +226,7 @@ func TestRefreshWaitingForLockTakesTokenAdoptedMeanwhile(t *testing.T) {
 		t.Fatalf("refresh: %q, want the token the other instance stored", got)
 	}
 	clock.Advance(10 * time.Millisecond)
-	if tok, err := m.Refresh(context.Background(), Rejection{Token: first.Value}); err != nil || tok.Value != "theirs" {
+	if tok, err := m.Refresh(context.Background(), Rejection{Token: first}); err != nil || tok.Value != "theirs" {
 		t.Fatalf("a later failure with the old token: %q, %v", tok.Value, err)
 	}
 	if n := f.count(); n != 1 {
@@ -244,7 +244,7 @@ func TestBrokenStorageDegradesToLocal(t *testing.T) {
 	if tok := mustToken(t, m); tok.Value != "tok1" {
 		t.Fatalf("token %q", tok.Value)
 	}
-	if _, err := m.Refresh(context.Background(), Rejection{Token: "tok1"}); err != nil {
+	if _, err := m.Refresh(context.Background(), Rejection{Token: m.Known("tok1")}); err != nil {
 		t.Fatal(err)
 	}
 	warnings := logs.FilterMessageSnippet("storage").Len() + logs.FilterMessageSnippet("lock").Len()
@@ -254,7 +254,7 @@ func TestBrokenStorageDegradesToLocal(t *testing.T) {
 	store.mu.Lock()
 	store.err = nil
 	store.mu.Unlock()
-	if _, err := m.Refresh(context.Background(), Rejection{Token: "tok2"}); err != nil {
+	if _, err := m.Refresh(context.Background(), Rejection{Token: m.Known("tok2")}); err != nil {
 		t.Fatal(err)
 	}
 	if rec := store.stored(t); rec.Token != "tok3" {
@@ -428,5 +428,48 @@ func TestLockWaitFollowsFetchTimeout(t *testing.T) {
 		if got, least := m.cfg().LockWait, timeout+2*storeTimeout; got <= least {
 			t.Errorf("fetch_timeout %s: lock wait %s, want more than %s", timeout, got, least)
 		}
+	}
+}
+
+// A renewal that cannot reach the fleet's storage waits for it while the
+// token has more than half its renewal margin left, rather than fetch alone
+// (every instance would): it renews as one fleet when the storage is back,
+// and alone only when the token must not run out.
+func TestRenewalWaitsOutAStorageOutage(t *testing.T) {
+	for _, recovers := range []bool{true, false} {
+		t.Run(fmt.Sprintf("storage back=%t", recovers), func(t *testing.T) {
+			clock := newFakeClock()
+			store := newMemStore()
+			f := &fakeFetcher{answer: sequential(100 * time.Second)}
+			m := startManager(t, Classic, f, clock, func(o *Options) { sharing(store, nil)(o); o.RefreshAhead = 30 * time.Second })
+			start := clock.Now()
+			mustToken(t, m)
+			store.mu.Lock()
+			store.err = errors.New("connection refused")
+			store.mu.Unlock()
+			stepLoop(t, clock, start.Add(75*time.Second), func() bool { return false })
+			if n := f.count(); n != 1 {
+				t.Fatalf("renewed alone with %s of the token left", start.Add(100*time.Second).Sub(clock.Now()))
+			}
+			if recovers {
+				store.mu.Lock()
+				store.err = nil
+				store.mu.Unlock()
+			}
+			at := stepLoop(t, clock, start.Add(100*time.Second), func() bool { return f.count() == 2 })
+			if f.count() != 2 {
+				t.Fatalf("%d fetches by the token's end", f.count())
+			}
+			if left := start.Add(100 * time.Second).Sub(at); left <= 0 {
+				t.Fatal("the token ran out before the renewal")
+			} else if !recovers && left > 15*time.Second {
+				t.Fatalf("renewed alone with %s left, more than half the 30 s margin", left)
+			}
+			if recovers {
+				if rec := store.stored(t); rec.Token != "tok2" {
+					t.Fatalf("the renewal after the outage stored %q", rec.Token)
+				}
+			}
+		})
 	}
 }
