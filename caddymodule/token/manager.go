@@ -478,7 +478,9 @@ func (m *Manager) run() {
 		} else {
 			replacing = before.Value
 		}
-		tok, err := m.fly(m.ctx, func() (Token, error) { return m.obtain(job{reason: reason, replacing: replacing, epoch: m.epochNow(), renewal: true}) })
+		tok, err := m.fly(m.ctx, func() (Token, error) {
+			return m.obtain(job{reason: reason, replacing: replacing, epoch: m.epochNow(), renewal: true})
+		})
 		switch {
 		case err != nil:
 			failures++
