@@ -187,6 +187,14 @@ func (a *App) settings(spec credentialSpec) token.Settings {
 	}
 }
 
+// clock is the time source of the token managers; nil is the system's.
+var clock token.Clock
+
+// SetClock makes the token managers started from now on read time from c.
+// It is for test builds that run a fleet whose clocks disagree (see
+// tests/skewedcaddy); a Caddy binary never needs it.
+func SetClock(c token.Clock) { clock = c }
+
 // live holds the credentials of every running config, by identity.
 var live = struct {
 	sync.Mutex
@@ -215,7 +223,7 @@ func (a *App) Start() error {
 		settings := a.settings(d.spec)
 		lc := live.credentials[id]
 		if lc == nil {
-			m, err := token.NewManager(token.Options{AppID: d.spec.appID, API: d.spec.api, Settings: settings})
+			m, err := token.NewManager(token.Options{AppID: d.spec.appID, API: d.spec.api, Clock: clock, Settings: settings})
 			if err != nil {
 				a.detachLocked()
 				return fmt.Errorf("wechat: %w", err)

@@ -24,28 +24,42 @@ import (
 	"github.com/caddy-wechat/caddy-wechat/emulator"
 )
 
-var caddyBin string
+var (
+	binDir   string
+	caddyBin string
+)
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "wechat-token-it-")
-	if err != nil {
+	var err error
+	if binDir, err = os.MkdirTemp("", "wechat-token-it-"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	caddyBin = filepath.Join(dir, "caddy")
-	args := []string{"build", "-o", caddyBin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, "../cmd/caddy")...)
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building cmd/caddy: %v\n%s", err, out)
+	if caddyBin, err = build("../cmd/caddy"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	os.RemoveAll(binDir)
 	os.Exit(code)
 }
+
+// build compiles the command in dir (with the race detector when the
+// tests have it) into binDir.
+func build(dir string) (string, error) {
+	bin := filepath.Join(binDir, filepath.Base(dir))
+	args := []string{"build", "-o", bin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	if out, err := exec.Command("go", append(args, dir)...).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building %s: %v\n%s", dir, err, out)
+	}
+	return bin, nil
+}
+
+// skewedCaddyBin is tests/skewedcaddy, built on first use.
+var skewedCaddyBin = sync.OnceValues(func() (string, error) { return build("./skewedcaddy") })
 
 // wechat is an emulator on loopback with one app.
 type wechat struct {
@@ -114,6 +128,9 @@ type caddyOptions struct {
 	// noAccessLog leaves the access log out, for runs of millions of
 	// requests; the leak check then reads Caddy's own log only.
 	noAccessLog bool
+	// clockOffset, if set, runs tests/skewedcaddy with the token managers'
+	// clock this far off.
+	clockOffset time.Duration
 }
 
 type syncBuffer struct {
@@ -228,8 +245,16 @@ func startCaddyWith(t *testing.T, w *wechat, site string, opts caddyOptions) *ca
 
 // start runs Caddy with args and waits for its admin endpoint.
 func (c *caddy) start(t *testing.T, args ...string) error {
-	c.cmd = exec.Command(caddyBin, append([]string{"run"}, args...)...)
+	bin := caddyBin
 	env := append(os.Environ(), "HOME="+c.dir, "XDG_DATA_HOME="+filepath.Join(c.dir, "xdg-data"), "XDG_CONFIG_HOME="+filepath.Join(c.dir, "xdg-config"))
+	if c.opts.clockOffset != 0 {
+		var err error
+		if bin, err = skewedCaddyBin(); err != nil {
+			return err
+		}
+		env = append(env, "WECHAT_TEST_CLOCK_OFFSET="+c.opts.clockOffset.String())
+	}
+	c.cmd = exec.Command(bin, append([]string{"run"}, args...)...)
 	if c.wechat != nil {
 		env = append(env, "WX_IT_SECRET="+c.wechat.Secret)
 	}
@@ -310,7 +335,15 @@ func (c *caddy) checkLogs() {
 		t.Errorf("logs reveal %s", strings.Join(leaked, " and "))
 	}
 	if t.Failed() {
-		t.Logf("caddy output (last 8 KiB):\n%s", tail(all, 8<<10))
+		// Caddy's own log without the access log's lines, which would crowd
+		// it out under load.
+		var own []string
+		for _, line := range strings.Split(c.logs.String(), "\n") {
+			if !strings.Contains(line, `"logger":"http.log.access`) {
+				own = append(own, line)
+			}
+		}
+		t.Logf("caddy's log (last 8 KiB, no access log):\n%s", tail(strings.Join(own, "\n"), 8<<10))
 	}
 }
 

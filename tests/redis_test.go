@@ -12,40 +12,69 @@ import (
 	"github.com/caddy-wechat/caddy-wechat/emulator"
 )
 
-// startRedis runs a throwaway redis-server on a loopback port. The test
+// redisServer is a throwaway redis-server on a loopback port, which a test
+// may stop and start again on the same port.
+type redisServer struct {
+	t    *testing.T
+	bin  string
+	port int
+	dir  string
+	cmd  *exec.Cmd
+}
+
+// startRedis runs a throwaway redis-server and returns its port. The test
 // fails, not skips, without one: make test and .ci/run install it.
-func startRedis(t *testing.T) int {
+func startRedis(t *testing.T) int { return startRedisServer(t).port }
+
+func startRedisServer(t *testing.T) *redisServer {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatal("redis-server is not installed (make test installs it; or apt-get install redis-server)")
 	}
-	port := freePort(t)
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	r := &redisServer{t: t, bin: bin, port: freePort(t), dir: t.TempDir()}
+	r.Start()
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// Start runs the server (again) on its port and waits until it answers.
+// Nothing is persisted: a restarted server is empty, as after a failover.
+func (r *redisServer) Start() {
+	r.t.Helper()
+	r.cmd = exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", r.dir)
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		conn, err := net.Dial("tcp", r.addr())
 		if err == nil {
 			_, _ = conn.Write([]byte("PING\r\n"))
 			line, _ := bufio.NewReader(conn).ReadString('\n')
 			conn.Close()
 			if line == "+PONG\r\n" {
-				return port
+				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("redis-server did not answer on port %d", port)
+			r.t.Fatalf("redis-server did not answer on port %d", r.port)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Stop kills the server, as a crash would.
+func (r *redisServer) Stop() {
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+func (r *redisServer) addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
 
 // The fleet test again, with the instances coordinating through Redis.
 func TestFleetOnRedisFetchesOncePerRotation(t *testing.T) {

@@ -62,29 +62,35 @@ func StoreKey(appID string, api API) (key, lock string) {
 // loadShared reads the stored token. It returns false, logging why, when
 // there is none usable: missing, unreadable, corrupt, or for another app.
 func (m *Manager) loadShared() (*Token, bool) {
+	tok, err := m.readShared()
+	return tok, err == nil && tok != nil
+}
+
+// readShared is loadShared that also returns the storage's error.
+func (m *Manager) readShared() (*Token, error) {
 	ctx, cancel := context.WithTimeout(m.ctx, storeTimeout)
 	defer cancel()
 	data, err := m.cfg().Store.Load(ctx, m.storeKey)
 	if errors.Is(err, fs.ErrNotExist) {
 		m.storageWorks()
-		return nil, false
+		return nil, nil
 	}
 	if err != nil {
 		m.warnOnce("storage", err, "cannot read the shared token; going on without it")
-		return nil, false
+		return nil, err
 	}
 	m.storageWorks()
 	var rec record
 	if err := json.Unmarshal(data, &rec); err != nil || rec.Version != recordVersion || rec.AppID != m.appID || rec.API != m.api ||
 		rec.Token == "" || len(rec.Token) > maxTokenLen || rec.ExpiresAt.IsZero() || rec.ExpiresAt.Sub(rec.FetchedAt) > MaxLifetime+time.Minute {
 		m.warnOnce("record", nil, "ignoring a shared token record that is corrupt or not this app's", zap.String("key", m.storeKey), zap.Int("bytes", len(data)))
-		return nil, false
+		return nil, nil
 	}
 	if rec.SecretID != m.cfg().SecretID {
 		m.errorOnce("secret:"+rec.SecretID, "instances sharing storage are configured with different AppSecrets for this app; "+
 			"the stored token is used while it works, but check app_secret on every instance", zap.String("key", m.storeKey))
 	}
-	return &Token{Value: rec.Token, FetchedAt: rec.FetchedAt, ExpiresAt: rec.ExpiresAt}, true
+	return &Token{Value: rec.Token, FetchedAt: rec.FetchedAt, ExpiresAt: rec.ExpiresAt}, nil
 }
 
 // saveShared stores tok for the other instances.
@@ -174,12 +180,17 @@ func (m *Manager) obtain(j job) (Token, error) {
 	// loop's re-reads may adopt the replacement meanwhile, and it still is
 	// the answer, not a reason to fetch another.
 	heldAtStart := m.current.Load()
-	if stored, ok := m.loadShared(); ok && newer(stored, heldAtStart, j.replacing, m.clock.Now()) {
+	stored, readErr := m.readShared()
+	if stored != nil && newer(stored, heldAtStart, j.replacing, m.clock.Now()) {
 		return m.adoptFound(stored, "already renewed by another instance", j.epoch), nil
 	}
-	stored, unlock, lockErr := m.lockOrAdopt(heldAtStart, j.replacing)
-	if stored != nil {
-		return m.adoptFound(stored, "renewed by another instance meanwhile", j.epoch), nil
+	var unlock func()
+	lockErr := readErr // a storage that cannot be read will not be locked either
+	if readErr == nil {
+		stored, unlock, lockErr = m.lockOrAdopt(heldAtStart, j.replacing)
+		if stored != nil {
+			return m.adoptFound(stored, "renewed by another instance meanwhile", j.epoch), nil
+		}
 	}
 	if lockErr != nil {
 		if left, ok := m.canPostpone(heldAtStart, j, lockErr); ok {
@@ -241,6 +252,12 @@ const lockPoll = 200 * time.Millisecond
 func (m *Manager) lockOrAdopt(heldAtStart *Token, replacing string) (*Token, func(), error) {
 	settings := m.cfg()
 	store, wait := settings.Store, settings.LockWait
+	if now := m.clock.Now(); heldAtStart.ValidAt(now) {
+		// A token about to run out is renewed beside a holder that is slow
+		// (or a storage that hangs) rather than let expire: the cap binds
+		// only in the last seconds, LockWait being far below refresh_ahead.
+		wait = min(wait, max(heldAtStart.ExpiresAt.Sub(now)*3/4, time.Second))
+	}
 	ctx, cancel := context.WithTimeout(m.ctx, wait)
 	defer cancel()
 	locked := make(chan error, 1)

@@ -364,10 +364,10 @@ func TestClockSkewBetweenInstances(t *testing.T) {
 }
 
 // A waiter for the fleet's renewal lock waits as long as the holder may
-// still be working (its fetch_timeout and two storage calls), even when its
-// own token has little life left, and then adopts the holder's token: it
+// still be working (its fetch_timeout and two storage calls; here several
+// fetch timeouts of slow storage), and then adopts the holder's token: it
 // never fetches beside a live holder (with classic, that would knock the
-// holder's token out).
+// holder's token out) while its own token is not about to run out.
 func TestLockWaiterOutwaitsAWorkingHolder(t *testing.T) {
 	clock := newFakeClock()
 	store := newMemStore()
@@ -395,14 +395,12 @@ func TestLockWaiterOutwaitsAWorkingHolder(t *testing.T) {
 		due, _ := clock.next()
 		clock.AdvanceTo(due)
 	}
-	clock.AdvanceTo(renewAt.Add(9 * time.Second)) // one second of the token left
 	eventually(t, "the renewal to wait for the lock", func() bool {
 		store.mu.Lock()
 		defer store.mu.Unlock()
 		return store.tries == 1
 	})
-	// The holder works for several fetch timeouts (slow storage), longer
-	// than the second of token this instance has left.
+	// The holder works for five fetch timeouts.
 	time.Sleep(1500 * time.Millisecond)
 	if n := f.count(); n != 0 {
 		t.Fatalf("fetched %d times beside the lock holder", n)
@@ -471,5 +469,28 @@ func TestRenewalWaitsOutAStorageOutage(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The exception: with its token about to run out, a waiter renews beside a
+// holder that takes too long (or a storage that hangs) rather than let it
+// expire.
+func TestLockWaiterRenewsBeforeItsTokenRunsOut(t *testing.T) {
+	clock := newFakeClock()
+	store := newMemStore()
+	now := clock.Now()
+	store.put(t, record{Version: recordVersion, AppID: "wxtest", API: Classic, Token: "theirs",
+		FetchedAt: now, ExpiresAt: now.Add(20 * time.Second), SecretID: SecretFingerprint("wxtest", "secret")})
+	f := &fakeFetcher{answer: sequential(time.Hour)}
+	m := startManager(t, Classic, f, clock, func(o *Options) { sharing(store, nil)(o); o.LockWait = 0 })
+	mustToken(t, m)
+	_, lockName := StoreKey("wxtest", Classic)
+	if err := store.Lock(context.Background(), lockName); err != nil { // a holder that hangs
+		t.Fatal(err)
+	}
+	clock.AdvanceTo(now.Add(19 * time.Second)) // past the renewal time, a second left
+	eventually(t, "a renewal beside the hung holder", func() bool { return f.count() == 1 })
+	if tok := mustToken(t, m); tok.Value != "tok1" {
+		t.Fatalf("token %q", tok.Value)
 	}
 }
