@@ -27,11 +27,11 @@ type backgroundLoad struct {
 	// without an answer, as clients do for an idempotent GET.
 	retryDropped bool
 	stop         chan struct{}
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	ok      int
-	failed  []string
-	slowest time.Duration
+	wg           sync.WaitGroup
+	mu           sync.Mutex
+	ok           int
+	failed       []string
+	slowest      time.Duration
 }
 
 func startLoad(fleet []*caddy, cl *http.Client) *backgroundLoad {
