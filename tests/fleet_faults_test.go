@@ -155,8 +155,8 @@ func TestFleetMemberReloadedUnderLoad(t *testing.T) {
 	}
 }
 
-// redis-server killed under load just before a renewal and started again,
-// empty: no client error, and the renewal waits for Redis rather than
+// redis-server killed under load just before a renewal and started again:
+// no client error, and the renewal waits for Redis rather than
 // every member fetching alone: one token per renewal, fetched once Redis
 // is back. (An outage longer than the storage calls' patience is
 // TestRenewalWaitsOutAStorageOutage in package token.)

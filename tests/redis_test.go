@@ -39,10 +39,13 @@ func startRedisServer(t *testing.T) *redisServer {
 }
 
 // Start runs the server (again) on its port and waits until it answers.
-// Nothing is persisted: a restarted server is empty, as after a failover.
+// Every write is in its append-only file before it is answered, as a Redis
+// holding Caddy's storage (certificates too) is configured: a server killed
+// and started again has what it acknowledged.
 func (r *redisServer) Start() {
 	r.t.Helper()
-	r.cmd = exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", r.dir)
+	r.cmd = exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir)
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}

@@ -32,20 +32,26 @@ import (
 //	WECHAT_SOAK=1h go test -run TestSoak -v -timeout 2h ./tests
 func TestSoak(t *testing.T) {
 	w := startWeChat(t, emulator.Config{TokenTTL: soakTokenLife, Overlap: 2 * time.Second})
-	runSoak(t, w, []*caddy{startCaddyWith(t, w, soakSite(w), soakOptions(""))})
+	runSoak(t, w, []*caddy{startCaddyWith(t, w, soakSite(w), soakOptions("", 0))}, nil)
 }
 
 // TestSoakFleetOnRedis is the soak against three instances sharing Redis,
-// the load spread over them: WeChat must see the tokens of one instance.
+// the load spread over them, their clocks ±150 ms apart (2.5 % of a token's
+// life: as two minutes are of WeChat's two hours, doubled), and Redis
+// restarted now and then: WeChat must see the tokens of one instance.
 func TestSoakFleetOnRedis(t *testing.T) {
 	w := startWeChat(t, emulator.Config{TokenTTL: soakTokenLife, Overlap: 2 * time.Second})
-	storage := fmt.Sprintf("storage redis {\n\t\thost 127.0.0.1\n\t\tport %d\n\t\tkey_prefix wechat_soak\n\t}", startRedis(t))
+	redis := startRedisServer(t)
+	storage := fmt.Sprintf("storage redis {\n\t\thost 127.0.0.1\n\t\tport %d\n\t\tkey_prefix wechat_soak\n\t}", redis.port)
 	var fleet []*caddy
-	for range 3 {
-		fleet = append(fleet, startCaddyWith(t, w, soakSite(w), soakOptions(storage)))
+	for _, offset := range soakClockOffsets {
+		fleet = append(fleet, startCaddyWith(t, w, soakSite(w), soakOptions(storage, offset)))
 	}
-	runSoak(t, w, fleet)
+	runSoak(t, w, fleet, redis)
 }
+
+// soakClockOffsets are the clocks of the fleet soak's instances.
+var soakClockOffsets = []time.Duration{-150 * time.Millisecond, 0, 150 * time.Millisecond}
 
 // soakTokenLife is the emulator's token lifetime in the soaks.
 const soakTokenLife = 6 * time.Second
@@ -60,13 +66,14 @@ func soakSite(w *wechat) string {
 // soakOptions run Caddy at info level without an access log: millions of
 // requests would otherwise be logged into the test's memory, and pauses
 // of seconds while it grows are hours of compressed WeChat time.
-func soakOptions(storage string) caddyOptions {
-	return caddyOptions{logLevel: "INFO", noAccessLog: true, storageConfig: storage}
+func soakOptions(storage string, clockOffset time.Duration) caddyOptions {
+	return caddyOptions{logLevel: "INFO", noAccessLog: true, storageConfig: storage, clockOffset: clockOffset}
 }
 
 // runSoak loads fleet while WeChat misbehaves, for 30 s or WECHAT_SOAK,
-// and reports and checks the outcome (see TestSoak).
-func runSoak(t *testing.T, w *wechat, fleet []*caddy) {
+// and reports and checks the outcome (see TestSoak). With redis, the
+// fleet's Redis is restarted as one of the misbehaviours.
+func runSoak(t *testing.T, w *wechat, fleet []*caddy, redis *redisServer) {
 	duration := 30 * time.Second
 	if v := os.Getenv("WECHAT_SOAK"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -143,14 +150,26 @@ func runSoak(t *testing.T, w *wechat, fleet []*caddy) {
 	// outlasting the token is covered by
 	// TestOutageAcrossExpiryRecoversWithinSeconds.)
 	var revocations []time.Time
-	var outages int
+	var outages, redisRestarts int
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
 	end := time.Now().Add(duration)
 	for time.Now().Before(end) {
 		time.Sleep(time.Duration(2000+rng.IntN(1500)) * time.Millisecond)
-		if rng.IntN(2) == 0 {
+		kinds := 2
+		if redis != nil {
+			kinds = 3
+		}
+		switch rng.IntN(kinds) {
+		case 0:
 			revocations = append(revocations, time.Now())
 			w.Revoke(w.AppID)
+			continue
+		case 2:
+			// Redis crashes and comes back 0.3 to 1 s later.
+			redisRestarts++
+			redis.Stop()
+			time.Sleep(time.Duration(300+rng.IntN(700)) * time.Millisecond)
+			redis.Start()
 			continue
 		}
 		outages++
@@ -163,7 +182,13 @@ func runSoak(t *testing.T, w *wechat, fleet []*caddy) {
 
 	// Tell each token's reason from WeChat's side: a revocation since the
 	// previous token, or the previous one reaching half its life (the
-	// proxy renews at half-life when tokens live less than 10 minutes).
+	// proxy renews at half-life when tokens live less than 10 minutes; an
+	// instance whose clock is ahead renews the tokens of one behind early
+	// by the difference).
+	skew := slices.Max(soakClockOffsets) - slices.Min(soakClockOffsets)
+	if len(fleet) == 1 {
+		skew = 0
+	}
 	history := w.History(w.AppID)
 	reasons := map[string]int{"first": 1}
 	for i := 1; i < len(history); i++ {
@@ -171,17 +196,22 @@ func runSoak(t *testing.T, w *wechat, fleet []*caddy) {
 		switch {
 		case slices.ContainsFunc(revocations, func(r time.Time) bool { return !r.Before(prev) && r.Before(cur) }):
 			reasons["after a revocation"]++
-		case cur.Sub(prev) >= ttl/2-200*time.Millisecond:
+		case cur.Sub(prev) >= ttl/2-200*time.Millisecond-skew:
 			reasons["renewal"]++
 		default:
 			reasons["unexplained"]++
+			t.Logf("unexplained token at %s, %s after the previous", cur.Sub(start).Round(time.Millisecond), cur.Sub(prev).Round(time.Millisecond))
 		}
 	}
 	minimum := len(history) - reasons["unexplained"]
 	stats := w.Stats()
 
 	var report strings.Builder
-	fmt.Fprintf(&report, "soak of %s, %d instance(s): token life %s, %d revocations, %d token-endpoint outages\n", duration, len(fleet), ttl, len(revocations), outages)
+	fmt.Fprintf(&report, "soak of %s, %d instance(s): token life %s, %d revocations, %d token-endpoint outages", duration, len(fleet), ttl, len(revocations), outages)
+	if redis != nil {
+		fmt.Fprintf(&report, ", %d Redis restarts, clocks %s apart", redisRestarts, skew)
+	}
+	report.WriteString("\n")
 	fmt.Fprintf(&report, "requests sent %d, answered OK %d, failed %d\n", sent.Load(), ok.Load(), sent.Load()-ok.Load())
 	for why, n := range failures {
 		fmt.Fprintf(&report, "  failed: %d × %s, from %s to %s into the run\n", n, why, when[why][0], when[why][1])
