@@ -82,7 +82,9 @@ type Handler struct {
 	// limits.
 	MaxReplayBody int64 `json:"max_replay_body,omitempty"`
 
-	// Timeout of one call to the token endpoint. Default: 10s.
+	// Timeout of one call to the token endpoint. Requests arriving before
+	// the first token wait at most this long and a second; a member of a
+	// fleet waits for another's renewal as long as it may take. Default: 10s.
 	FetchTimeout caddy.Duration `json:"fetch_timeout,omitempty"`
 
 	// After a burst of 3, refreshes caused by rejected tokens happen at most

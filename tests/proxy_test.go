@@ -377,9 +377,15 @@ func TestHangingTokenEndpointAnswers503AfterFetchTimeout(t *testing.T) {
 	w.SetFaults(emulator.Faults{TokenEndpoint: emulator.FaultHang})
 	c := startCaddy(t, w, w.tokenBlock("stable", "fetch_timeout 1s"))
 	for range 2 {
+		start := time.Now()
 		a := get(t, c.url("/cgi-bin/user/info?openid=o1"))
 		if a.Status != http.StatusServiceUnavailable || !strings.Contains(a.Errmsg, "deadline exceeded") {
 			t.Fatalf("answer %d %s", a.Status, a.Raw)
+		}
+		// fetch_timeout and the second of grace, with room for a slow
+		// race-built Caddy; the default 10 s would be far past it.
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("the 503 came after %s with fetch_timeout 1s", took.Round(time.Millisecond))
 		}
 	}
 	if n := w.Stats().APICalls; n != 0 {

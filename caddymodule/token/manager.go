@@ -40,6 +40,9 @@ const (
 	// WeChat allows force_refresh on stable_token 20 times a day, 30 s apart.
 	forceMinGap     = 30 * time.Second
 	forceDailyLimit = 20
+	// waitGrace is what a request waiting for a token grants beyond
+	// FetchTimeout: the fetch's own failure, with its reason, comes first.
+	waitGrace = time.Second
 	// minRetryDelay keeps the renewal loop from spinning on short lifetimes.
 	minRetryDelay = 100 * time.Millisecond
 	// unchangedMaxDelay bounds how long the loop waits before asking the
@@ -298,7 +301,8 @@ func (m *Manager) releaseWaitersLocked() {
 }
 
 // Token returns the current token. Without a valid one it waits for a
-// fetch under way (such as the very first), at most FetchTimeout, and
+// fetch under way (such as the very first), at most FetchTimeout and a
+// second (for the storage calls around the fetch), and
 // otherwise fails at once with an error wrapping ErrNoToken and the last
 // fetch error: callers are answered promptly rather than queued behind a
 // failing token endpoint or a slow storage.
@@ -311,7 +315,7 @@ func (m *Manager) Token(ctx context.Context) (Token, error) {
 	m.mu.Unlock()
 	if attempt != nil {
 		// A real timer: this bounds a client's wait, whatever the clock.
-		patience := time.NewTimer(m.cfg().FetchTimeout)
+		patience := time.NewTimer(m.cfg().FetchTimeout + waitGrace)
 		defer patience.Stop()
 		select {
 		case <-attempt:
