@@ -88,11 +88,20 @@ func (a adminAPI) refresh(w http.ResponseWriter, r *http.Request, appID string) 
 		if err != nil {
 			status = http.StatusBadGateway
 			res.Error = &token.ErrorStatus{Message: err.Error(), Meaning: "renewal failed", At: time.Now()}
-			if errors.Is(err, token.ErrRefreshLimited) {
+			switch {
+			case errors.Is(err, token.ErrRefreshLimited):
 				status = http.StatusTooManyRequests
-				res.Error.Meaning = "refresh rate limit reached (min_refresh_interval)"
-			} else if after := m.Status(); after.LastError != nil {
-				res.Error = after.LastError
+				res.Error.Meaning = "the admin's refresh budget is spent (min_refresh_interval)"
+			case errors.Is(err, token.ErrForceLimited):
+				status = http.StatusTooManyRequests
+				res.Error.Meaning = "force_refresh not allowed now (WeChat's 30 s gap or 20 a day, counted for the fleet)"
+			case errors.Is(err, token.ErrDailyRefreshLimit):
+				status = http.StatusTooManyRequests
+				res.Error.Meaning = "the fleet's daily_refresh_limit is reached"
+			default:
+				if after := m.Status(); after.LastError != nil {
+					res.Error = after.LastError
+				}
 			}
 		} else {
 			expires := tok.ExpiresAt

@@ -75,7 +75,7 @@ func (v *TokenValue) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyht
 			return caddyhttp.Error(http.StatusBadRequest, err)
 		}
 		tok, err = m.Refresh(r.Context(), token.Rejection{Token: m.Known(rejected), Source: token.FromCaller})
-		if errors.Is(err, token.ErrRefreshLimited) {
+		if errors.Is(err, token.ErrRefreshLimited) || errors.Is(err, token.ErrDailyRefreshLimit) {
 			return writeWeChatError(w, http.StatusTooManyRequests, "wechat_token: refresh rate limit reached; retry later")
 		}
 	default:

@@ -116,6 +116,27 @@ func TestAdminStableRefreshForcesOnlyWhenAsked(t *testing.T) {
 	if a := get(t, c.url("/cgi-bin/user/info?openid=o1")); a.Errcode != 0 {
 		t.Fatalf("request after forced refresh: %+v", a.Echo)
 	}
+	// WeChat allows one force_refresh every 30 s: the fleet's ledger
+	// refuses a second one now, before WeChat would.
+	var refused []struct {
+		Error struct {
+			Meaning string `json:"meaning"`
+		} `json:"error"`
+	}
+	if status := c.adminCall(t, http.MethodPost, "/wechat_token/apps/"+w.AppID+"/refresh?force=1", &refused); status != http.StatusTooManyRequests ||
+		len(refused) != 1 || !strings.Contains(refused[0].Error.Meaning, "force_refresh not allowed") {
+		t.Fatalf("a second force within 30 s: %d %+v", status, refused)
+	}
+	if n := w.Stats().ForcedIssued; n != 1 {
+		t.Fatalf("%d force_refresh calls reached WeChat, want 1", n)
+	}
+	var statuses []struct {
+		Operator *int `json:"operator_force_refreshes_left"`
+	}
+	c.adminCall(t, http.MethodGet, "/wechat_token/apps", &statuses)
+	if len(statuses) != 1 || statuses[0].Operator == nil || *statuses[0].Operator != 19 {
+		t.Fatalf("status after one operator force: %+v", statuses)
+	}
 }
 
 func TestAdminStatusExplainsFetchErrors(t *testing.T) {
