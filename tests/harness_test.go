@@ -357,21 +357,28 @@ func tail(s string, n int) string {
 // reload replaces the config through the admin API, as `caddy reload` does.
 func (c *caddy) reload(t *testing.T, site string) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, "http://"+c.admin+"/load", strings.NewReader(c.caddyfile(site)))
-	req.Header.Set("Content-Type", "text/caddyfile")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(resp.Body)
-		t.Fatalf("reload: %d %s", resp.StatusCode, body)
+	if status, body := c.loadRaw(t, c.caddyfile(site)); status != http.StatusOK {
+		t.Fatalf("reload: %d %s", status, body)
 	}
 	// The old config's server closes its idle connections as it stops; a
 	// request sent on one of them just then would see a reset that has
 	// nothing to do with the proxy.
 	client.CloseIdleConnections()
+}
+
+// loadRaw posts a whole Caddyfile to the admin endpoint and returns the
+// status and body.
+func (c *caddy) loadRaw(t *testing.T, config string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+c.admin+"/load", strings.NewReader(config))
+	req.Header.Set("Content-Type", "text/caddyfile")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
 
 // accessLog reads the access log written so far.

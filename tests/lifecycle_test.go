@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -16,11 +15,6 @@ import (
 
 	"github.com/caddy-wechat/caddy-wechat/emulator"
 )
-
-// redisStorage is the storage option for a redis-server on port.
-func redisStorage(port int) string {
-	return fmt.Sprintf("storage redis {\n\t\thost 127.0.0.1\n\t\tport %d\n\t\tkey_prefix wechat_it\n\t}", port)
-}
 
 // An instance reloaded with the same Redis storage keeps renewing as one
 // with the fleet: its credential takes the new config's storage client,
@@ -161,21 +155,6 @@ func TestConflictingHandlersFailTheLoad(t *testing.T) {
 			t.Errorf("the error does not say %q:\n%s", want, out)
 		}
 	}
-}
-
-// loadRaw posts a whole Caddyfile to the admin endpoint and returns the
-// status and body.
-func (c *caddy) loadRaw(t *testing.T, config string) (int, string) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, "http://"+c.admin+"/load", strings.NewReader(config))
-	req.Header.Set("Content-Type", "text/caddyfile")
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
 }
 
 // A reload that fails after provisioning (here: the new config's second

@@ -79,11 +79,16 @@ func (r *redisServer) Stop() {
 
 func (r *redisServer) addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
 
+// redisStorage is the storage option for a redis-server on port.
+func redisStorage(port int) string {
+	return fmt.Sprintf("storage redis {\n\t\thost 127.0.0.1\n\t\tport %d\n\t\tkey_prefix wechat_it\n\t}", port)
+}
+
 // The fleet test again, with the instances coordinating through Redis.
 func TestFleetOnRedisFetchesOncePerRotation(t *testing.T) {
 	port := startRedis(t)
 	w := startWeChat(t, emulator.Config{TokenTTL: 4 * time.Second, Overlap: time.Second})
-	storage := fmt.Sprintf("storage redis {\n\t\thost 127.0.0.1\n\t\tport %d\n\t\tkey_prefix wechat_it\n\t}", port)
+	storage := redisStorage(port)
 	var fleet []*caddy
 	for range 3 {
 		fleet = append(fleet, startCaddyWith(t, w, w.tokenBlock("classic", "refresh_ahead 1s", "min_token_lifetime 1s"), caddyOptions{storageConfig: storage}))

@@ -42,7 +42,7 @@ func TestSoak(t *testing.T) {
 func TestSoakFleetOnRedis(t *testing.T) {
 	w := startWeChat(t, emulator.Config{TokenTTL: soakTokenLife, Overlap: 2 * time.Second})
 	redis := startRedisServer(t)
-	storage := fmt.Sprintf("storage redis {\n\t\thost 127.0.0.1\n\t\tport %d\n\t\tkey_prefix wechat_soak\n\t}", redis.port)
+	storage := redisStorage(redis.port)
 	var fleet []*caddy
 	for _, offset := range soakClockOffsets {
 		fleet = append(fleet, startCaddyWith(t, w, soakSite(w), soakOptions(storage, offset)))

@@ -96,6 +96,13 @@ func (s *memStore) put(t *testing.T, rec record) {
 	_ = s.Store(context.Background(), key, b)
 }
 
+// putToken stores tok as another instance of the fleet (same secret) would.
+func (s *memStore) putToken(t *testing.T, tok string, fetched time.Time, life time.Duration) {
+	t.Helper()
+	s.put(t, record{Version: recordVersion, AppID: "wxtest", API: Classic, Token: tok,
+		FetchedAt: fetched, ExpiresAt: fetched.Add(life), SecretID: SecretFingerprint("wxtest", "secret")})
+}
+
 func (s *memStore) stored(t *testing.T) record {
 	t.Helper()
 	key, _ := StoreKey("wxtest", Classic)
@@ -372,8 +379,7 @@ func TestLockWaiterOutwaitsAWorkingHolder(t *testing.T) {
 	clock := newFakeClock()
 	store := newMemStore()
 	now := clock.Now()
-	store.put(t, record{Version: recordVersion, AppID: "wxtest", API: Classic, Token: "theirs",
-		FetchedAt: now, ExpiresAt: now.Add(20 * time.Second), SecretID: SecretFingerprint("wxtest", "secret")})
+	store.putToken(t, "theirs", now, 20*time.Second)
 	f := &fakeFetcher{answer: sequential(time.Hour)}
 	m := startManager(t, Classic, f, clock, func(o *Options) {
 		sharing(store, nil)(o)
@@ -406,8 +412,7 @@ func TestLockWaiterOutwaitsAWorkingHolder(t *testing.T) {
 		t.Fatalf("fetched %d times beside the lock holder", n)
 	}
 	later := clock.Now()
-	store.put(t, record{Version: recordVersion, AppID: "wxtest", API: Classic, Token: "theirs2",
-		FetchedAt: later, ExpiresAt: later.Add(time.Hour), SecretID: SecretFingerprint("wxtest", "secret")})
+	store.putToken(t, "theirs2", later, time.Hour)
 	_ = store.Unlock(context.Background(), lockName)
 	eventually(t, "the holder's token adopted", func() bool { tok, err := m.Token(context.Background()); return err == nil && tok.Value == "theirs2" })
 	if n := f.count(); n != 0 {
@@ -479,8 +484,7 @@ func TestLockWaiterRenewsBeforeItsTokenRunsOut(t *testing.T) {
 	clock := newFakeClock()
 	store := newMemStore()
 	now := clock.Now()
-	store.put(t, record{Version: recordVersion, AppID: "wxtest", API: Classic, Token: "theirs",
-		FetchedAt: now, ExpiresAt: now.Add(20 * time.Second), SecretID: SecretFingerprint("wxtest", "secret")})
+	store.putToken(t, "theirs", now, 20*time.Second)
 	f := &fakeFetcher{answer: sequential(time.Hour)}
 	m := startManager(t, Classic, f, clock, func(o *Options) { sharing(store, nil)(o); o.LockWait = 0 })
 	mustToken(t, m)
