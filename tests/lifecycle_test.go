@@ -243,3 +243,126 @@ func TestStableForceRefreshOnlyOnConfirmedRejection(t *testing.T) {
 		t.Fatalf("admin status after one automatic force: %+v", statuses)
 	}
 }
+
+// valueBlock is a wechat_token_value directive for w's app with options.
+func (w *wechat) valueBlock(api string, extra ...string) string {
+	block := strings.Replace(w.tokenBlock(api, extra...), "wechat_token {", "wechat_token_value {", 1)
+	return block[:strings.LastIndex(block, "reverse_proxy")]
+}
+
+// A token-endpoint caller that spends its refresh budget leaves the
+// proxy's own: a real rejection afterwards is still refreshed and retried.
+func TestCallerCannotSpendTheProxysRefreshes(t *testing.T) {
+	t.Parallel()
+	w := startWeChat(t, emulator.Config{})
+	options := []string{"min_refresh_interval 1h"}
+	site := fmt.Sprintf("handle /token {\n\t\t%s\n\t}\n\thandle {\n\t\t%s\n\t}", w.valueBlock("classic", options...), w.tokenBlock("classic", options...))
+	c := startCaddy(t, w, site)
+	// report reads the current token and reports it rejected.
+	report := func() int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, c.url("/token"), nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tok tokenAnswer
+		_ = json.NewDecoder(resp.Body).Decode(&tok)
+		resp.Body.Close()
+		body, _ := json.Marshal(map[string]string{"access_token": tok.AccessToken})
+		resp, err = client.Post(c.url("/token"), "application/json", strings.NewReader(string(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i := range 3 {
+		if status := report(); status != http.StatusOK {
+			t.Fatalf("report %d: %d", i, status)
+		}
+	}
+	if status := report(); status != http.StatusTooManyRequests {
+		t.Fatalf("a report past the callers' budget: %d, want 429", status)
+	}
+	w.Revoke(w.AppID)
+	if a := get(t, c.url("/cgi-bin/user/info?openid=o1")); a.Errcode != 0 {
+		t.Fatalf("a rejection after the callers spent their budget reached the client: %+v", a.Echo)
+	}
+}
+
+// Two instances sharing storage together make at most daily_refresh_limit
+// on-demand refreshes of a classic token: past it, WeChat's rejection
+// reaches the client unretried rather than the quota being spent.
+func TestClassicDailyRefreshLimitAcrossTheFleet(t *testing.T) {
+	t.Parallel()
+	w := startWeChat(t, emulator.Config{})
+	storage := t.TempDir()
+	block := w.tokenBlock("classic", "min_refresh_interval 1ms", "daily_refresh_limit 2")
+	fleet := []*caddy{
+		startCaddyWith(t, w, block, caddyOptions{storage: storage}),
+		startCaddyWith(t, w, block, caddyOptions{storage: storage}),
+	}
+	for i, c := range fleet {
+		if a := get(t, c.url("/cgi-bin/user/info?openid=o1")); a.Errcode != 0 {
+			t.Fatalf("instance %d: %+v", i, a.Echo)
+		}
+	}
+	before := w.issued()
+	// Each revocation is met first by one instance, which refreshes; the
+	// other then meets it too and adopts that token from the storage.
+	for i := range 2 {
+		w.Revoke(w.AppID)
+		for j := range 2 {
+			if a := get(t, fleet[(i+j)%2].url("/cgi-bin/user/info?openid=o1")); a.Errcode != 0 {
+				t.Fatalf("revocation %d, instance %d, within the limit: %+v", i, (i+j)%2, a.Echo)
+			}
+		}
+	}
+	w.Revoke(w.AppID)
+	a := get(t, fleet[0].url("/cgi-bin/user/info?openid=o1"))
+	if a.Errcode != 40001 {
+		t.Fatalf("past the fleet's limit: %+v, want WeChat's 40001 passed on", a.Echo)
+	}
+	if n := w.issued() - before; n != 2 {
+		t.Fatalf("the fleet made %d refreshes with daily_refresh_limit 2", n)
+	}
+	var statuses []struct {
+		Left *int `json:"refreshes_left_today"`
+	}
+	fleet[1].adminCall(t, http.MethodGet, "/wechat_token/apps", &statuses)
+	if len(statuses) != 1 || statuses[0].Left == nil || *statuses[0].Left != 0 {
+		t.Fatalf("the other instance's status: %+v", statuses)
+	}
+}
+
+// The force_refresh ledger is kept in the storage: a restarted instance
+// knows what the fleet spent.
+func TestForceLedgerSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	w := startWeChat(t, emulator.Config{})
+	storage := t.TempDir()
+	first := startCaddyWith(t, w, w.tokenBlock("stable"), caddyOptions{storage: storage})
+	if a := get(t, first.url("/cgi-bin/user/info?openid=o1")); a.Errcode != 0 {
+		t.Fatalf("first request: %+v", a.Echo)
+	}
+	if status := first.adminCall(t, http.MethodPost, "/wechat_token/apps/"+w.AppID+"/refresh?force=1", nil); status != http.StatusOK {
+		t.Fatalf("force: %d", status)
+	}
+	first.stop()
+	again := startCaddyWith(t, w, w.tokenBlock("stable"), caddyOptions{storage: storage})
+	var statuses []struct {
+		Operator *int `json:"operator_force_refreshes_left"`
+	}
+	again.adminCall(t, http.MethodGet, "/wechat_token/apps", &statuses)
+	if len(statuses) != 1 || statuses[0].Operator == nil || *statuses[0].Operator != 19 {
+		left := -1
+		if len(statuses) == 1 && statuses[0].Operator != nil {
+			left = *statuses[0].Operator
+		}
+		t.Fatalf("after a restart: %d force_refresh calls left, want 19", left)
+	}
+	if status := again.adminCall(t, http.MethodPost, "/wechat_token/apps/"+w.AppID+"/refresh?force=1", nil); status != http.StatusTooManyRequests {
+		t.Fatalf("a second force within 30 s, after a restart: %d, want 429", status)
+	}
+}
