@@ -77,8 +77,8 @@ type Settings struct {
 	// MinRefreshInterval spaces on-demand refreshes of each source (see
 	// Source) once a small burst is used up.
 	MinRefreshInterval time.Duration
-	// FetchTimeout bounds one call to the token endpoint, and how long a
-	// request without a valid token waits for one.
+	// FetchTimeout bounds one call to the token endpoint, and (with
+	// waitGrace) how long a request without a valid token waits for one.
 	FetchTimeout time.Duration
 	// MinLifetime is the shortest expires_in accepted: a shorter one is an
 	// upstream error, not a reason to fetch again within seconds.
@@ -271,8 +271,6 @@ func (m *Manager) Stop() {
 	})
 }
 
-// Stopped reports whether Stop was called.
-func (m *Manager) Stopped() bool { return m.ctx.Err() != nil }
 
 // beginAttempt marks a token attempt under way, for requests without a
 // valid token to wait on; call the returned function when it ends.
