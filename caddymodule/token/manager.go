@@ -271,7 +271,6 @@ func (m *Manager) Stop() {
 	})
 }
 
-
 // beginAttempt marks a token attempt under way, for requests without a
 // valid token to wait on; call the returned function when it ends.
 func (m *Manager) beginAttempt() (end func()) {
