@@ -62,6 +62,7 @@ type discardWriter struct {
 	header http.Header
 	status int
 	bytes  int
+	head   [16]byte // the answer's first bytes
 }
 
 func (w *discardWriter) Header() http.Header { return w.header }
@@ -74,13 +75,17 @@ func (w *discardWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	if w.bytes == 0 {
+		w.head = [16]byte{}
+		copy(w.head[:], p)
+	}
 	w.bytes += len(p)
 	return len(p), nil
 }
 func (w *discardWriter) reset() {
 	clear(w.header)
 	w.header["Server"] = []string{"Caddy"} // as Caddy's server sets it first
-	w.status, w.bytes = 0, 0
+	w.status, w.bytes, w.head = 0, 0, [16]byte{}
 }
 
 var (
@@ -109,6 +114,9 @@ func upstream(body func(r *http.Request) []byte, contentType string) caddyhttp.H
 	})
 }
 
+// benchServe runs h (or next alone) in a loop, failing on an error, a
+// status other than 200, an empty answer, or (when JSON) an answer other
+// than WeChat's success: a rejection passed on is not a served request.
 func benchServe(b *testing.B, h *Handler, next caddyhttp.Handler, method string, reqBody []byte) {
 	b.Helper()
 	ctx := context.WithValue(context.Background(), caddyhttp.VarsCtxKey, map[string]any{})
@@ -136,6 +144,9 @@ func benchServe(b *testing.B, h *Handler, next caddyhttp.Handler, method string,
 		}
 		if err != nil || w.status != http.StatusOK || w.bytes == 0 {
 			b.Fatalf("status %d, %d bytes, err %v", w.status, w.bytes, err)
+		}
+		if w.head[0] == '{' && !bytes.HasPrefix(w.head[:], []byte(`{"errcode":0,`)) {
+			b.Fatalf("the client got %q..., not WeChat's success", w.head[:])
 		}
 	}
 }
