@@ -28,6 +28,11 @@ func (c *caddy) scrape(t *testing.T) string {
 			t.Fatal("/metrics reveals a token")
 		}
 	}
+	for _, secret := range c.secrets {
+		if strings.Contains(string(body), secret) {
+			t.Fatal("/metrics reveals the secret")
+		}
+	}
 	return string(body)
 }
 

@@ -271,7 +271,16 @@ func TestBadSecretAnswers503AtOnce(t *testing.T) {
 	c := startCaddy(t, w, site)
 	c.secrets = append(c.secrets, wrong)
 	for range 3 {
+		start := time.Now()
 		a := get(t, c.url("/cgi-bin/user/info?openid=o1"))
+		// At once: well inside the default 10 s fetch_timeout that a
+		// request would wait for a fetch under way.
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("the 503 took %s", took.Round(time.Millisecond))
+		}
+		if strings.Contains(a.Raw, wrong) {
+			t.Fatal("the 503 reveals the secret")
+		}
 		if a.Status != http.StatusServiceUnavailable || a.Errcode != -1 || !strings.HasPrefix(a.Errmsg, "wechat_token: ") {
 			t.Fatalf("answer %d %s", a.Status, a.Raw)
 		}
