@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -50,20 +49,7 @@ func startLoadWith(fleet []*caddy, cl *http.Client, retryDropped bool) *backgrou
 				default:
 				}
 				start := time.Now()
-				resp, err := cl.Get(c.url("/cgi-bin/user/info?openid=o1"))
-				if err != nil && l.retryDropped {
-					resp, err = cl.Get(c.url("/cgi-bin/user/info?openid=o1"))
-				}
-				var why string
-				if err != nil {
-					why = err.Error()
-				} else {
-					raw, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if !strings.HasPrefix(string(raw), `{"errcode":0,`) {
-						why = string(raw)
-					}
-				}
+				why := loadRequest(cl, c, l.retryDropped)
 				took := time.Since(start)
 				l.mu.Lock()
 				if why == "" {
