@@ -216,8 +216,8 @@ func (m *Manager) ReadLedger(ctx context.Context) {
 
 // Budget is what is left of the day's limited calls, for the status.
 type Budget struct {
-	// ForceRefreshes left in the last 24 hours (stable only): the proxy's
-	// automatic share and what operators may still use.
+	// force_refresh calls left in the last 24 hours (stable only): the
+	// proxy's automatic share and what operators may still use.
 	AutomaticForces *int `json:"automatic_force_refreshes_left,omitempty"`
 	OperatorForces  *int `json:"operator_force_refreshes_left,omitempty"`
 	// Refreshes left today, Beijing time, under daily_refresh_limit
@@ -225,7 +225,7 @@ type Budget struct {
 	Refreshes *int `json:"refreshes_left_today,omitempty"`
 }
 
-// budget reads the ledger copy at now; m.mu is held.
+// budgetLocked reads the ledger copy at now; m.mu is held.
 func (m *Manager) budgetLocked(now time.Time) Budget {
 	l := m.ledger
 	l.Forces = slices.Clone(l.Forces)

@@ -625,23 +625,6 @@ func TestTinyExpiresInIsAnUpstreamError(t *testing.T) {
 	}
 }
 
-// A manager that was never started fetches nothing and touches no storage:
-// this is what caddy validate and a config that fails to load get.
-func TestNothingHappensBeforeStart(t *testing.T) {
-	store := newMemStore()
-	f := &fakeFetcher{answer: sequential(time.Hour)}
-	opts := Options{AppID: "wxtest", API: Classic, Clock: newFakeClock(), Settings: Settings{Fetcher: f}}
-	sharing(store, nil)(&opts)
-	m, err := NewManager(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Stop()
-	if f.count() != 0 || store.tries != 0 || len(store.data) != 0 {
-		t.Fatalf("before Start: %d fetches, %d lock tries, %d keys stored", f.count(), store.tries, len(store.data))
-	}
-}
-
 func TestStopEndsLoopAndReleasesWaiters(t *testing.T) {
 	clock := newFakeClock()
 	f := &fakeFetcher{answer: sequential(time.Hour), gate: make(chan struct{})}
