@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -15,8 +17,10 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/certmagic"
+	"github.com/dustin/go-humanize"
 	"go.uber.org/zap"
 
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/replay"
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
 )
 
@@ -44,6 +48,25 @@ func init() {
 // `wechat` in the Caddyfile's global options (JSON apps.wechat) configures
 // the app itself.
 type App struct {
+	// The most bytes of request bodies held for replay at once, by all
+	// requests in flight together, in memory and in temporary files. A
+	// body that would go past it streams on without replay: a rejected
+	// token is then passed on to the client rather than retried. Default:
+	// 1 GiB.
+	ReplayBudget int64 `json:"replay_budget,omitempty"`
+
+	// The most bytes of one held body kept in memory; past it the body
+	// goes to a temporary file and is replayed from there. Default: 64 KiB,
+	// above nearly every API call that is not an upload.
+	ReplayMemory int64 `json:"replay_memory,omitempty"`
+
+	// Where held bodies past replay_memory are written. Files are removed
+	// as soon as they are created (on Unix), so nothing is left behind
+	// even when the process is killed. Default: the system's temporary
+	// directory ($TMPDIR or /tmp).
+	ReplayTempDir string `json:"replay_temp_dir,omitempty"`
+
+	replay   *replay.Pool
 	declared map[string]*declaration
 	order    []string // identities, in declaration order
 	logger   *zap.Logger
@@ -64,8 +87,25 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.storage = ctx.Storage()
 	a.declared = map[string]*declaration{}
+	if a.ReplayBudget < 0 || a.ReplayMemory < 0 {
+		return errors.New("wechat: replay_budget and replay_memory must not be negative")
+	}
+	if a.ReplayMemory > 0 && a.ReplayBudget > 0 && a.ReplayMemory > a.ReplayBudget {
+		return fmt.Errorf("wechat: replay_memory (%d bytes) is larger than replay_budget (%d bytes)", a.ReplayMemory, a.ReplayBudget)
+	}
+	dir := caddy.NewReplacer().ReplaceKnown(a.ReplayTempDir, "")
+	if a.ReplayTempDir != "" {
+		if info, err := os.Stat(dir); err != nil || !info.IsDir() {
+			return fmt.Errorf("wechat: replay_temp_dir %q is not a directory", dir)
+		}
+	}
+	a.replay = replay.NewPool(replay.Limits{Budget: a.ReplayBudget, MemoryPerBody: a.ReplayMemory, TempDir: dir}, &replayUsage)
 	return nil
 }
+
+// replayUsage counts the bodies held for replay by every config, so that
+// configs overlapping during a reload share one budget.
+var replayUsage replay.Usage
 
 // credentialSpec is one access token's configuration, placeholders
 // expanded and validated. It is comparable: two handlers declaring one
@@ -300,18 +340,48 @@ func liveManagers(appID string, api token.API) []*token.Manager {
 	return out
 }
 
-// parseGlobalOption reads the wechat global option. It has no settings
-// of its own yet; the block exists for what will be configured once for
-// all handlers.
+// parseGlobalOption reads the wechat global option:
+//
+//	wechat {
+//		replay_budget   <size>
+//		replay_memory   <size>
+//		replay_temp_dir <dir>
+//	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	var app App
 	d.Next() // the option name
 	if d.NextArg() {
 		return nil, d.ArgErr()
 	}
+	seen := map[string]bool{}
 	for d.NextBlock(0) {
-		return nil, d.Errf("unrecognized wechat option %q", d.Val())
+		option := d.Val()
+		if seen[option] {
+			return nil, d.Errf("wechat: %s: given more than once", option)
+		}
+		seen[option] = true
+		var arg string
+		if !d.Args(&arg) || d.NextArg() {
+			return nil, d.Errf("wechat: %s takes one value", option)
+		}
+		switch option {
+		case "replay_budget", "replay_memory":
+			n, err := humanize.ParseBytes(arg)
+			if err != nil || n > math.MaxInt64 {
+				return nil, d.Errf("wechat: %s: %q is not a size (like 512MiB)", option, arg)
+			}
+			if option == "replay_budget" {
+				app.ReplayBudget = int64(n)
+			} else {
+				app.ReplayMemory = int64(n)
+			}
+		case "replay_temp_dir":
+			app.ReplayTempDir = arg
+		default:
+			return nil, d.Errf("unrecognized wechat option %q", option)
+		}
 	}
-	return httpcaddyfile.App{Name: "wechat", Value: caddyconfig.JSON(App{}, nil)}, nil
+	return httpcaddyfile.App{Name: "wechat", Value: caddyconfig.JSON(app, nil)}, nil
 }
 
 // Interface guards

@@ -4,10 +4,8 @@
 package caddymodule
 
 import (
-	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +22,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/replay"
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/wxhttp"
 )
@@ -112,6 +111,7 @@ type Handler struct {
 	Passthrough []string `json:"passthrough,omitempty"`
 
 	cred        *credentialRef
+	replay      *replay.Pool
 	passthrough []string // canonical prefixes
 	retryOn     []int64
 	logger      *zap.Logger
@@ -139,7 +139,11 @@ func (h *Handler) provision(ctx caddy.Context, directive string) error {
 	h.logger = ctx.Logger()
 	spec, err := h.spec()
 	if err != nil {
-		return err
+		if spec.appID != "" {
+			// With several apps, which one.
+			return fmt.Errorf("%s (app_id %s): %w", directive, spec.appID, err)
+		}
+		return fmt.Errorf("%s: %w", directive, err)
 	}
 	h.param = new(atomic.Pointer[escapedToken])
 	h.passthrough = canonicalPrefixes(h.Passthrough)
@@ -157,6 +161,7 @@ func (h *Handler) provision(ctx caddy.Context, directive string) error {
 	if h.cred, err = app.(*App).declare(spec, directive); err != nil {
 		return err
 	}
+	h.replay = app.(*App).replay
 	return registerMetrics(ctx.GetMetricsRegistry())
 }
 
@@ -171,13 +176,13 @@ func (h *Handler) spec() (credentialSpec, error) {
 	}
 	switch {
 	case h.AppID == "":
-		return s, errors.New("wechat_token: app_id is required")
+		return s, errors.New("app_id is required")
 	case s.appID == "":
-		return s, fmt.Errorf("wechat_token: app_id %q is empty once placeholders are expanded (is the variable or file set?)", h.AppID)
+		return s, fmt.Errorf("app_id is empty once placeholders are expanded (%s)%s", h.AppID, unsetPlaceholders(h.AppID))
 	case h.AppSecret == "":
-		return s, errors.New("wechat_token: app_secret is required")
+		return s, errors.New("app_secret is required")
 	case s.secret == "":
-		return s, errors.New("wechat_token: app_secret is empty once placeholders are expanded (is the variable or file set?)")
+		return s, fmt.Errorf("app_secret is empty once placeholders are expanded (%s)%s", placeholdersOnly(h.AppSecret), unsetPlaceholders(h.AppSecret))
 	}
 	api := h.TokenAPI
 	if api == "" {
@@ -185,25 +190,25 @@ func (h *Handler) spec() (credentialSpec, error) {
 	}
 	var err error
 	if s.api, err = token.ParseAPI(api); err != nil {
-		return s, fmt.Errorf("wechat_token: token_api: %w", err)
+		return s, fmt.Errorf("token_api: %w", err)
 	}
 	if h.APIBase == "" {
 		s.apiBase = DefaultAPIBase
 	}
 	u, err := url.Parse(s.apiBase)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return s, fmt.Errorf("wechat_token: api_base %q is not an http(s) URL of a host (like %s)", u.Redacted(), DefaultAPIBase)
+		return s, fmt.Errorf("api_base %q is not an http(s) URL of a host (like %s)", u.Redacted(), DefaultAPIBase)
 	}
 	if u.User != nil {
 		// Whoever reads the config (the admin API shows it) would read them,
 		// and the token endpoint needs none.
-		return s, fmt.Errorf("wechat_token: api_base %q carries credentials; give it as a plain URL like %s", u.Redacted(), DefaultAPIBase)
+		return s, fmt.Errorf("api_base %q carries credentials; give it as a plain URL like %s", u.Redacted(), DefaultAPIBase)
 	}
 	s.apiBase = strings.TrimSuffix(s.apiBase, "/")
 	for name, d := range map[string]caddy.Duration{"refresh_ahead": h.RefreshAhead, "fetch_timeout": h.FetchTimeout,
 		"min_refresh_interval": h.MinRefreshInterval, "min_token_lifetime": h.MinTokenLifetime} {
 		if d < 0 {
-			return s, fmt.Errorf("wechat_token: %s must not be negative (got %s)", name, time.Duration(d))
+			return s, fmt.Errorf("%s must not be negative (got %s)", name, time.Duration(d))
 		}
 	}
 	// Defaults filled in here, so that handlers declaring one credential
@@ -214,25 +219,25 @@ func (h *Handler) spec() (credentialSpec, error) {
 	s.minLifetime = cmp.Or(time.Duration(h.MinTokenLifetime), token.DefaultMinLifetime)
 	switch {
 	case h.DailyRefreshLimit < -1:
-		return s, fmt.Errorf("wechat_token: daily_refresh_limit must be a positive number of refreshes, or -1 for no cap (got %d)", h.DailyRefreshLimit)
+		return s, fmt.Errorf("daily_refresh_limit must be a positive number of refreshes, or -1 for no cap (got %d)", h.DailyRefreshLimit)
 	case h.DailyRefreshLimit == 0:
 		s.dailyRefreshLimit = token.DefaultDailyRefreshLimit
 	case h.DailyRefreshLimit > 0:
 		s.dailyRefreshLimit = h.DailyRefreshLimit
 	}
 	if h.MaxReplayBody < 0 {
-		return s, fmt.Errorf("wechat_token: max_replay_body must not be negative (got %d)", h.MaxReplayBody)
+		return s, fmt.Errorf("max_replay_body must not be negative (got %d)", h.MaxReplayBody)
 	}
 	for _, prefix := range h.Passthrough {
 		if !strings.HasPrefix(prefix, "/") {
-			return s, fmt.Errorf("wechat_token: passthrough: %q is not a path prefix (like /sns/)", prefix)
+			return s, fmt.Errorf("passthrough: %q is not a path prefix (like /sns/)", prefix)
 		}
 		if wxhttp.IsTokenEndpoint(prefix) || wxhttp.HasPrefix("/cgi-bin/token", []string{wxhttp.CanonicalPrefix(prefix)}) {
-			return s, fmt.Errorf("wechat_token: passthrough: %q would let clients reach WeChat's token endpoints", prefix)
+			return s, fmt.Errorf("passthrough: %q would let clients reach WeChat's token endpoints", prefix)
 		}
 	}
 	if slices.Contains(h.RetryOn, 0) {
-		return s, errors.New("wechat_token: retry_on: errcode 0 means success and cannot trigger a retry")
+		return s, errors.New("retry_on: errcode 0 means success and cannot trigger a retry")
 	}
 	return s, nil
 }
@@ -272,7 +277,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			" is not served through the token proxy: a client's token request would replace the token"+
 			" every app server relies on. Call the API without a token; the proxy adds it.")
 	case wxhttp.Passthrough:
-		return next.ServeHTTP(w, r) // the client's own (user) token, untouched
+		return h.forward(w, r, next, "") // the client's own (user) token, untouched
 	}
 	m, err := h.cred.get(r.Context())
 	if err != nil {
@@ -293,10 +298,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// decompresses transparently, so errcodes stay readable.
 	r.Header.Del("Accept-Encoding")
 
-	body, replayable, err := h.bufferBody(r)
+	body, err := h.holdBody(r)
 	if err != nil {
-		return err
+		return writeWeChatError(w, http.StatusBadRequest, "wechat_token: "+err.Error())
 	}
+	defer body.Close()
 
 	// Later handlers and error routes see the client's query, never ours.
 	clientQuery := r.URL.RawQuery
@@ -304,13 +310,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	stripped := wxhttp.StripToken(clientQuery)
 	r.URL.RawQuery = wxhttp.WithToken(stripped, h.tokenParam(tok.Value))
 
-	if !replayable {
-		return next.ServeHTTP(w, r) // too large to replay: stream, no retry
+	if body != nil && !body.Replayable() {
+		return h.forward(w, r, next, tok.Value) // stream, no retry
 	}
 
 	headers := w.Header().Clone()
 	holder := wxhttp.NewResponseHolder(w, inspectLimit)
 	err = next.ServeHTTP(holder, r)
+	if err != nil && !holder.Started() {
+		return h.answerFailure(w, r, err, tok.Value)
+	}
 	answer, held := holder.Held()
 	if err != nil || !held {
 		if releaseErr := holder.Release(); err == nil {
@@ -345,6 +354,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// back only to count the outcome.
 	second := wxhttp.NewResponseHolder(w, inspectLimit)
 	err = next.ServeHTTP(second, withOwnVars(r))
+	if err != nil && !second.Started() {
+		m.NoteRetry(token.RetryError)
+		return h.answerFailure(w, r, err, fresh.Value)
+	}
 	outcome := token.RetryOK
 	if answer, held := second.Held(); err != nil {
 		outcome = token.RetryError
@@ -395,53 +408,42 @@ func withOwnVars(r *http.Request) *http.Request {
 	return r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, maps.Clone(vars)))
 }
 
-// bufferBody reads a request body of up to MaxReplayBody bytes into memory,
-// so that the request can be replayed; replayable is false when the body is
-// larger, in which case r.Body streams what was read and the rest.
-func (h *Handler) bufferBody(r *http.Request) (body []byte, replayable bool, err error) {
+// holdBody holds the request body for replay (see package replay): nil
+// when there is no body. A body that is not held is set up to stream on
+// whole, and the request is not retried.
+func (h *Handler) holdBody(r *http.Request) (*replay.Body, error) {
 	// A server request with no body may still carry a wrapped empty Body
 	// (Caddy wraps it); ContentLength 0 is what says there is nothing to
 	// read, -1 being a body of unknown length.
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return nil, true, nil
+		return nil, nil
 	}
-	if r.ContentLength > h.MaxReplayBody {
-		return nil, false, nil
+	body, err := h.replay.Hold(r.Body, r.ContentLength, h.MaxReplayBody)
+	if err != nil {
+		return nil, err
 	}
-	if r.ContentLength > 0 {
-		// net/http ends the body at its declared length: read exactly that.
-		body = make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, body); err != nil {
-			return nil, false, caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("read request body: %w", err))
-		}
-	} else {
-		var buf bytes.Buffer
-		n, err := io.CopyN(&buf, r.Body, h.MaxReplayBody+1)
-		if err != nil && !errors.Is(err, io.EOF) {
-			return nil, false, caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("read request body: %w", err))
-		}
-		if n > h.MaxReplayBody {
-			r.Body = struct {
-				io.Reader
-				io.Closer
-			}{io.MultiReader(&buf, r.Body), r.Body}
-			return nil, false, nil
-		}
-		body = buf.Bytes()
+	if !body.Replayable() {
+		h.logger.Debug("request body not held for replay; it streams and is not retried",
+			zap.String("reason", string(body.Reason())), zap.String("path", r.URL.Path))
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{body.Reader(), r.Body}
+		return body, nil
 	}
-	if isForm(r) {
-		// A token in a form body would be a second one beside ours.
-		if stripped := wxhttp.StripToken(string(body)); len(stripped) != len(body) {
-			body = []byte(stripped)
+	if mem, ok := body.InMemory(); ok && isForm(r) {
+		// A token in a form body would be a second one beside ours. (A form
+		// too large for memory is sent as it came.)
+		if stripped := wxhttp.StripToken(string(mem)); len(stripped) != len(mem) {
+			body.SetInMemory([]byte(stripped))
 		}
 	}
 	// A chunked upload now has a known length; WeChat prefers that.
-	r.ContentLength = int64(len(body))
+	r.ContentLength = body.Size()
 	r.TransferEncoding = nil
-	buffered := body // the closure must not capture the result variable: it would escape on every call
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buffered)), nil }
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(body.Reader()), nil }
 	rewindBody(r, body)
-	return body, true, nil
+	return body, nil
 }
 
 // isForm reports whether the request body is URL-encoded form data.
@@ -450,34 +452,12 @@ func isForm(r *http.Request) bool {
 	return strings.EqualFold(strings.TrimSpace(mediaType), "application/x-www-form-urlencoded")
 }
 
-// rewindBody sets r.Body to read a buffered body from its start.
-func rewindBody(r *http.Request, body []byte) {
+// rewindBody sets r.Body to read a held body from its start.
+func rewindBody(r *http.Request, body *replay.Body) {
 	if body == nil {
 		return // no body at all: leave http.NoBody as it is
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-}
-
-// unavailable answers at once when no valid token exists, in WeChat's error
-// shape so that client SDKs report it as they would a WeChat error.
-func (h *Handler) unavailable(w http.ResponseWriter, cause error) error {
-	return writeWeChatError(w, http.StatusServiceUnavailable, "wechat_token: "+cause.Error())
-}
-
-// writeWeChatError answers {"errcode":-1,"errmsg":errmsg} with status.
-func writeWeChatError(w http.ResponseWriter, status int, errmsg string) error {
-	body, err := json.Marshal(struct {
-		Errcode int    `json:"errcode"`
-		Errmsg  string `json:"errmsg"`
-	}{-1, errmsg})
-	if err != nil {
-		return caddyhttp.Error(status, err)
-	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, err = w.Write(body)
-	return err
+	r.Body = io.NopCloser(body.Reader())
 }
 
 // Interface guards

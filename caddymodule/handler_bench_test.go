@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/replay"
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/wxhttp"
 )
@@ -53,7 +54,7 @@ func benchHandler(b *testing.B) *Handler {
 	if _, err := m.Token(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	return &Handler{cred: cred, retryOn: DefaultRetryOn, MaxReplayBody: DefaultMaxReplayBody, logger: zap.NewNop(), param: new(atomic.Pointer[escapedToken])}
+	return &Handler{cred: cred, retryOn: DefaultRetryOn, MaxReplayBody: DefaultMaxReplayBody, replay: replay.NewPool(replay.Limits{}, new(replay.Usage)), logger: zap.NewNop(), param: new(atomic.Pointer[escapedToken])}
 }
 
 // discardWriter is a ResponseWriter that keeps nothing but the headers,

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/replay"
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
 )
 
@@ -20,6 +21,10 @@ var (
 	descRetries  = prometheus.NewDesc("caddy_wechat_token_retried_requests_total", "Requests whose token WeChat rejected, by outcome: ok and error (replayed with a new token, answered without or with an error), not_retried (no new token; WeChat's answer passed on).", append(appLabels, "outcome"), nil)
 	descExpiry   = prometheus.NewDesc("caddy_wechat_token_seconds_until_expiry", "Seconds until the current token expires; 0 without a valid token.", appLabels, nil)
 	descDuration = prometheus.NewDesc("caddy_wechat_token_fetch_duration_seconds", "Duration of calls to WeChat's token endpoint.", appLabels, nil)
+
+	descReplayHeld    = prometheus.NewDesc("caddy_wechat_replay_held_bytes", "Bytes of request bodies held for replay right now, in memory and temporary files (bounded by replay_budget).", nil, nil)
+	descReplaySpilled = prometheus.NewDesc("caddy_wechat_replay_spilled_total", "Request bodies held for replay in a temporary file (larger than replay_memory).", nil, nil)
+	descReplayNotHeld = prometheus.NewDesc("caddy_wechat_replay_not_held_total", "Request bodies streamed without replay, by reason: too_large (over max_replay_body), over_budget (replay_budget spent), spill_failed (the temporary file could not be written).", []string{"reason"}, nil)
 )
 
 type collector struct{}
@@ -41,7 +46,8 @@ func registerMetrics(reg *prometheus.Registry) error {
 
 // Describe implements prometheus.Collector.
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descFetches, descAdopted, descPassive, descRetries, descExpiry, descDuration} {
+	for _, d := range []*prometheus.Desc{descFetches, descAdopted, descPassive, descRetries, descExpiry, descDuration,
+		descReplayHeld, descReplaySpilled, descReplayNotHeld} {
 		ch <- d
 	}
 }
@@ -56,6 +62,12 @@ type appMetrics struct {
 
 // Collect implements prometheus.Collector.
 func (collector) Collect(ch chan<- prometheus.Metric) {
+	replayed := replayUsage.Counts()
+	ch <- prometheus.MustNewConstMetric(descReplayHeld, prometheus.GaugeValue, float64(replayed.HeldBytes))
+	ch <- prometheus.MustNewConstMetric(descReplaySpilled, prometheus.CounterValue, float64(replayed.Spilled))
+	for reason, n := range map[replay.Reason]int64{replay.TooLarge: replayed.TooLarge, replay.OverBudget: replayed.OverBudget, replay.SpillFailed: replayed.SpillFailed} {
+		ch <- prometheus.MustNewConstMetric(descReplayNotHeld, prometheus.CounterValue, float64(n), string(reason))
+	}
 	byApp := map[[2]string]*appMetrics{}
 	var order [][2]string
 	for _, m := range liveManagers("", "") {

@@ -72,7 +72,7 @@ func (v *TokenValue) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyht
 	case http.MethodPost:
 		var rejected string
 		if rejected, err = rejectedToken(r); err != nil {
-			return caddyhttp.Error(http.StatusBadRequest, err)
+			return writeWeChatError(w, http.StatusBadRequest, "wechat_token: "+err.Error())
 		}
 		tok, err = m.Refresh(r.Context(), token.Rejection{Token: m.Known(rejected), Source: token.FromCaller})
 		if errors.Is(err, token.ErrRefreshLimited) || errors.Is(err, token.ErrDailyRefreshLimit) {
@@ -80,7 +80,7 @@ func (v *TokenValue) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyht
 		}
 	default:
 		w.Header().Set("Allow", "GET, HEAD, POST")
-		return caddyhttp.Error(http.StatusMethodNotAllowed, fmt.Errorf("%s not allowed", r.Method))
+		return writeWeChatError(w, http.StatusMethodNotAllowed, "wechat_token: "+r.Method+" not allowed; GET the token, or POST the one WeChat rejected")
 	}
 	if err != nil {
 		if ctxErr := r.Context().Err(); ctxErr != nil {
@@ -95,7 +95,7 @@ func (v *TokenValue) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyht
 	if err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_, err = w.Write(body)
 	return err

@@ -128,6 +128,8 @@ type caddyOptions struct {
 	// noAccessLog leaves the access log out, for runs of millions of
 	// requests; the leak check then reads Caddy's own log only.
 	noAccessLog bool
+	// global is more global options, such as a wechat block.
+	global string
 	// clockOffset, if set, runs tests/skewedcaddy with the token managers'
 	// clock this far off.
 	clockOffset time.Duration
@@ -173,6 +175,7 @@ func (c *caddy) caddyfile(site string) string {
 	auto_https off
 	persist_config off
 	%s
+	%s
 	log {
 		output stderr
 		format json
@@ -185,7 +188,7 @@ http://%s {
 	%s
 	%s
 }
-`, c.admin, c.storageConfig(), c.opts.logLevel, c.site, accessLog, site)
+`, c.admin, c.storageConfig(), c.opts.global, c.opts.logLevel, c.site, accessLog, site)
 }
 
 func (c *caddy) storageConfig() string {

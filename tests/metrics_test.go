@@ -40,7 +40,7 @@ func (c *caddy) scrape(t *testing.T) string {
 func metric(t *testing.T, body, name string, labels ...string) float64 {
 	t.Helper()
 	for _, line := range strings.Split(body, "\n") {
-		if !strings.HasPrefix(line, name+"{") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
 			continue
 		}
 		matches := true

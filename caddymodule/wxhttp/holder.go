@@ -125,6 +125,10 @@ func (h *ResponseHolder) Held() ([]byte, bool) {
 	return h.buf, h.mode != passing && h.status != 0
 }
 
+// Started reports whether a response was begun: a status or body written,
+// held or not.
+func (h *ResponseHolder) Started() bool { return h.status != 0 }
+
 // Release sends a held response to the client. It does nothing when the
 // response streamed or nothing was written.
 func (h *ResponseHolder) Release() error {

@@ -1,0 +1,46 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+)
+
+func TestGlobalOption(t *testing.T) {
+	parse := func(input string) (App, error) {
+		v, err := parseGlobalOption(caddyfile.NewTestDispenser(input), nil)
+		if err != nil {
+			return App{}, err
+		}
+		var app App
+		if err := json.Unmarshal(v.(httpcaddyfile.App).Value, &app); err != nil {
+			t.Fatal(err)
+		}
+		return app, nil
+	}
+	app, err := parse("wechat {\n replay_budget 512MiB\n replay_memory 32KiB\n replay_temp_dir /var/tmp\n}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if app.ReplayBudget != 512<<20 || app.ReplayMemory != 32<<10 || app.ReplayTempDir != "/var/tmp" {
+		t.Fatalf("parsed %+v", app)
+	}
+	if app, err := parse("wechat"); err != nil || app.ReplayBudget != 0 || app.ReplayMemory != 0 || app.ReplayTempDir != "" {
+		t.Fatalf("a bare wechat option: %+v %v", app, err)
+	}
+	for input, want := range map[string]string{
+		"wechat {\n replay_budget lots\n}":                      `replay_budget: "lots" is not a size`,
+		"wechat {\n replay_memory\n}":                           "replay_memory takes one value",
+		"wechat {\n replay_temp_dir /a /b\n}":                   "replay_temp_dir takes one value",
+		"wechat {\n replay_budget 1GiB\n replay_budget 2GiB\n}": "replay_budget: given more than once",
+		"wechat {\n component x\n}":                             `unrecognized wechat option "component"`,
+		"wechat extra":                                          "wrong argument count",
+	} {
+		if _, err := parse(input); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want one containing %q", input, err, want)
+		}
+	}
+}
