@@ -16,18 +16,22 @@ import (
 // Invalid configs fail when loaded, with a message naming the field.
 func TestInvalidConfigFailsAtLoadNamingTheField(t *testing.T) {
 	dir := t.TempDir()
-	for i, c := range []struct{ block, want string }{
-		{"app_secret x", "app_id is required"},
-		{"app_id wx1", "app_secret is required"},
-		{"app_id wx1\n app_secret {env.WX_IT_UNSET}", "app_secret is empty"},
-		{"app_id wx1\n app_secret x\n token_api fast", "token_api"},
-		{"app_id wx1\n app_secret x\n api_base ftp://x", "api_base"},
-		{"app_id wx1\n app_secret x\n refresh_ahead -5m", "refresh_ahead: must not be negative"},
-		{"app_id wx1\n app_secret x\n retry_on 40001 forty", `is not a numeric errcode`},
-		{"app_id wx1\n app_secret x\n max_replay_body much", "max_replay_body"},
+	for i, c := range []struct{ block, want, global string }{
+		{"app_secret x", "app_id is required", ""},
+		{"app_id wx1", "app_secret is required", ""},
+		// The variable and the app are named: with several apps, which one.
+		{"app_id wx1\n app_secret {env.WX_IT_UNSET}", "wechat_token (app_id wx1): app_secret is empty once placeholders are expanded ({env.WX_IT_UNSET}): environment variable WX_IT_UNSET is not set", ""},
+		{"app_id wx1\n app_secret x", `replay_budget: "much" is not a size`, "wechat {\n replay_budget much\n}"},
+		{"app_id wx1\n app_secret x", `replay_temp_dir "/nonexistent/tmp" is not a directory`, "wechat {\n replay_temp_dir /nonexistent/tmp\n}"},
+		{"app_id wx1\n app_secret x", `replay_memory (1048576 bytes) is larger than replay_budget`, "wechat {\n replay_budget 64KiB\n replay_memory 1MiB\n}"},
+		{"app_id wx1\n app_secret x\n token_api fast", "token_api", ""},
+		{"app_id wx1\n app_secret x\n api_base ftp://x", "api_base", ""},
+		{"app_id wx1\n app_secret x\n refresh_ahead -5m", "refresh_ahead: must not be negative", ""},
+		{"app_id wx1\n app_secret x\n retry_on 40001 forty", `is not a numeric errcode`, ""},
+		{"app_id wx1\n app_secret x\n max_replay_body much", "max_replay_body", ""},
 	} {
 		file := filepath.Join(dir, fmt.Sprintf("Caddyfile%d", i))
-		config := fmt.Sprintf("{\n\tadmin off\n}\n:0 {\n\twechat_token {\n %s\n\t}\n\treverse_proxy 127.0.0.1:9\n}\n", c.block)
+		config := fmt.Sprintf("{\n\tadmin off\n%s\n}\n:0 {\n\twechat_token {\n %s\n\t}\n\treverse_proxy 127.0.0.1:9\n}\n", c.global, c.block)
 		if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -38,7 +42,7 @@ func TestInvalidConfigFailsAtLoadNamingTheField(t *testing.T) {
 			t.Errorf("%q: validated", c.block)
 			continue
 		}
-		if !strings.Contains(string(out), c.want) {
+		if !strings.Contains(strings.ReplaceAll(string(out), `\"`, `"`), c.want) { // JSON log lines escape quotes
 			t.Errorf("%q: output does not mention %q:\n%s", c.block, c.want, tail(string(out), 600))
 		}
 	}
