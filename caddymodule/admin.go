@@ -108,7 +108,9 @@ func (a adminAPI) refresh(w http.ResponseWriter, r *http.Request, appID string) 
 			res.ExpiresAt = &expires
 			res.Renewed = renewed
 			if !res.Renewed && m.API() == token.Stable && !force {
-				res.Note = "stable_token hands out a new token only in the last 5 minutes of the current one; add ?force=1 to force_refresh (20 a day)"
+				res.Note = fmt.Sprintf("stable_token hands out the same token until shortly before it expires (WeChat: its last 5 minutes), "+
+					"and this one expires in %s; add ?force=1 to force_refresh (20 a day, ending the current token at once)",
+					time.Until(tok.ExpiresAt).Truncate(time.Second))
 			}
 		}
 		results = append(results, res)

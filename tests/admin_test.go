@@ -106,7 +106,8 @@ func TestAdminStableRefreshForcesOnlyWhenAsked(t *testing.T) {
 		Note    string `json:"note"`
 	}
 	c.adminCall(t, http.MethodPost, "/wechat_token/apps/"+w.AppID+"/refresh", &results)
-	if len(results) != 1 || results[0].Renewed || !strings.Contains(results[0].Note, "force=1") || w.Stats().ForcedIssued != 0 {
+	if len(results) != 1 || results[0].Renewed || !strings.Contains(results[0].Note, "force=1") ||
+		!strings.Contains(results[0].Note, "this one expires in 1h59m") || w.Stats().ForcedIssued != 0 {
 		t.Fatalf("refresh without force: %+v, %d forced", results, w.Stats().ForcedIssued)
 	}
 	c.adminCall(t, http.MethodPost, "/wechat_token/apps/"+w.AppID+"/refresh?force=1", &results)
@@ -126,6 +127,16 @@ func TestAdminStableRefreshForcesOnlyWhenAsked(t *testing.T) {
 	if status := c.adminCall(t, http.MethodPost, "/wechat_token/apps/"+w.AppID+"/refresh?force=1", &refused); status != http.StatusTooManyRequests ||
 		len(refused) != 1 || !strings.Contains(refused[0].Error.Meaning, "force_refresh not allowed") {
 		t.Fatalf("a second force within 30 s: %d %+v", status, refused)
+	}
+	// Logged as what it is: an operator's request refused, not a rejection.
+	var logged string
+	for _, line := range strings.Split(c.logs.String(), "\n") {
+		if strings.Contains(line, "force_refresh not allowed now") {
+			logged = line
+		}
+	}
+	if !strings.Contains(logged, `"reason":"admin request"`) || strings.Contains(logged, "rejected") {
+		t.Fatalf("the refused force is logged as %q", logged)
 	}
 	if n := w.Stats().ForcedIssued; n != 1 {
 		t.Fatalf("%d force_refresh calls reached WeChat, want 1", n)
