@@ -5,7 +5,7 @@
 #   make bench
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: demo test build deps lint fuzz soak bench bench-smoke
+.PHONY: demo test build deps lint ops-check fuzz soak bench bench-smoke
 
 # How long each fuzz target runs in make test; longer by hand: make fuzz FUZZTIME=10m
 FUZZTIME ?= 10s
@@ -18,9 +18,10 @@ build:
 	go build -o bin/wechat-emulator ./cmd/wechat-emulator
 
 # What the tests need beyond Go: redis-server (the Redis fleet test), wrk
-# and nginx (the benchmark's smoke run). Installed with apt-get as root.
+# and nginx (the benchmark's smoke run), promtool (the alert rules).
+# Installed with apt-get as root.
 deps:
-	./scripts/need.sh redis-server:redis-server wrk:wrk nginx:nginx-light
+	./scripts/need.sh redis-server:redis-server wrk:wrk nginx:nginx-light promtool:prometheus
 
 lint:
 	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
@@ -29,7 +30,14 @@ lint:
 	cd bench && go vet ./... && go run $(STATICCHECK) ./...
 	bash -n xcaddy.sh demo/run.sh bench/run.sh scripts/need.sh
 
-test: deps lint
+# The operator's kit in ops/: the alert rules' syntax and their unit tests.
+# (That the rules and the dashboard query metrics the module exports is a
+# Go test: TestOperatorKitNamesRealMetrics.)
+ops-check:
+	promtool check rules ops/alerts.yml
+	promtool test rules ops/alerts.test.yml
+
+test: deps lint ops-check
 	go test -race -count=1 ./...
 	cd bench && go test -count=1 ./...
 	$(MAKE) fuzz

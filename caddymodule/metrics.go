@@ -14,13 +14,15 @@ import (
 // outlive configs, so their counts carry across reloads. Label values are
 // bounded: app IDs from the config, the two token APIs, fixed outcomes.
 var (
-	appLabels    = []string{"app_id", "token_api"}
-	descFetches  = prometheus.NewDesc("caddy_wechat_token_fetches_total", "Calls to WeChat's token endpoint, by result (ok, error).", append(appLabels, "result"), nil)
-	descAdopted  = prometheus.NewDesc("caddy_wechat_token_adopted_total", "Tokens taken from shared storage, renewed by another instance.", appLabels, nil)
-	descPassive  = prometheus.NewDesc("caddy_wechat_token_passive_refreshes_total", "Tokens replaced after WeChat rejected them or an operator asked.", appLabels, nil)
-	descRetries  = prometheus.NewDesc("caddy_wechat_token_retried_requests_total", "Requests whose token WeChat rejected, by outcome: ok and error (replayed with a new token, answered without or with an error), not_retried (no new token; WeChat's answer passed on).", append(appLabels, "outcome"), nil)
-	descExpiry   = prometheus.NewDesc("caddy_wechat_token_seconds_until_expiry", "Seconds until the current token expires; 0 without a valid token.", appLabels, nil)
-	descDuration = prometheus.NewDesc("caddy_wechat_token_fetch_duration_seconds", "Duration of calls to WeChat's token endpoint.", appLabels, nil)
+	appLabels         = []string{"app_id", "token_api"}
+	descFetches       = prometheus.NewDesc("caddy_wechat_token_fetches_total", "Calls to WeChat's token endpoint, by result (ok, error).", append(appLabels, "result"), nil)
+	descAdopted       = prometheus.NewDesc("caddy_wechat_token_adopted_total", "Tokens taken from shared storage, renewed by another instance.", appLabels, nil)
+	descPassive       = prometheus.NewDesc("caddy_wechat_token_passive_refreshes_total", "Tokens replaced after WeChat rejected them or an operator asked.", appLabels, nil)
+	descRetries       = prometheus.NewDesc("caddy_wechat_token_retried_requests_total", "Requests whose token WeChat rejected, by outcome: ok and error (replayed with a new token, answered without or with an error), not_retried (no new token; WeChat's answer passed on).", append(appLabels, "outcome"), nil)
+	descExpiry        = prometheus.NewDesc("caddy_wechat_token_seconds_until_expiry", "Seconds until the current token expires; 0 without a valid token.", appLabels, nil)
+	descDuration      = prometheus.NewDesc("caddy_wechat_token_fetch_duration_seconds", "Duration of calls to WeChat's token endpoint.", appLabels, nil)
+	descForcesLeft    = prometheus.NewDesc("caddy_wechat_token_force_refreshes_left", "stable: force_refresh calls the fleet has left in the last 24 hours (WeChat allows 20), by who may spend them: automatic (the proxy, after a confirmed rejection; at most 10) and operator (admin ?force=1).", append(appLabels, "spender"), nil)
+	descRefreshesLeft = prometheus.NewDesc("caddy_wechat_token_refreshes_left_today", "classic with daily_refresh_limit: on-demand refreshes the fleet has left today, Beijing time.", appLabels, nil)
 
 	descReplayHeld    = prometheus.NewDesc("caddy_wechat_replay_held_bytes", "Bytes of request bodies held for replay right now, in memory and temporary files (bounded by replay_budget).", nil, nil)
 	descReplaySpilled = prometheus.NewDesc("caddy_wechat_replay_spilled_total", "Request bodies held for replay in a temporary file (larger than replay_memory).", nil, nil)
@@ -47,7 +49,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 // Describe implements prometheus.Collector.
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descFetches, descAdopted, descPassive, descRetries, descExpiry, descDuration,
-		descReplayHeld, descReplaySpilled, descReplayNotHeld} {
+		descForcesLeft, descRefreshesLeft, descReplayHeld, descReplaySpilled, descReplayNotHeld} {
 		ch <- d
 	}
 }
@@ -101,6 +103,14 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descExpiry, prometheus.GaugeValue, float64(a.status.SecondsLeft), labels...)
 		ch <- prometheus.MustNewConstHistogram(descDuration, a.duration.Count, a.duration.Sum, a.duration.Buckets, labels...)
+		// The ledger is the fleet's: managers of one app read the same one.
+		if b := a.status.Budget; b.AutomaticForces != nil {
+			ch <- prometheus.MustNewConstMetric(descForcesLeft, prometheus.GaugeValue, float64(*b.AutomaticForces), append(labels, "automatic")...)
+			ch <- prometheus.MustNewConstMetric(descForcesLeft, prometheus.GaugeValue, float64(*b.OperatorForces), append(labels, "operator")...)
+		}
+		if b := a.status.Budget; b.Refreshes != nil {
+			ch <- prometheus.MustNewConstMetric(descRefreshesLeft, prometheus.GaugeValue, float64(*b.Refreshes), labels...)
+		}
 	}
 }
 

@@ -148,6 +148,14 @@ func TestAdminStableRefreshForcesOnlyWhenAsked(t *testing.T) {
 	if len(statuses) != 1 || statuses[0].Operator == nil || *statuses[0].Operator != 19 {
 		t.Fatalf("status after one operator force: %+v", statuses)
 	}
+	body := c.scrape(t)
+	app := `app_id="` + w.AppID + `"`
+	if v := metric(t, body, "caddy_wechat_token_force_refreshes_left", app, `spender="operator"`); v != 19 {
+		t.Fatalf("operator force refreshes left in metrics: %v", v)
+	}
+	if v := metric(t, body, "caddy_wechat_token_force_refreshes_left", app, `spender="automatic"`); v != 10 {
+		t.Fatalf("automatic force refreshes left in metrics: %v", v)
+	}
 }
 
 func TestAdminStatusExplainsFetchErrors(t *testing.T) {

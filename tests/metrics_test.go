@@ -85,6 +85,9 @@ func TestMetrics(t *testing.T) {
 	if v := metric(t, body, "caddy_wechat_token_retried_requests_total", app, api, `outcome="ok"`); v != 1 {
 		t.Fatalf("retried ok %v", v)
 	}
+	if v := metric(t, body, "caddy_wechat_token_refreshes_left_today", app, api); v != 999 {
+		t.Fatalf("refreshes left today after one of the default 1000: %v", v)
+	}
 
 	w.SetFaults(emulator.Faults{RejectAll: true})
 	get(t, c.url("/cgi-bin/user/info?openid=o1"))
