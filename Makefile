@@ -5,7 +5,7 @@
 #   make bench
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: demo test build deps lint ops-check fuzz soak bench bench-smoke
+.PHONY: demo test build deps sdk-deps lint ops-check fuzz soak bench bench-smoke
 
 # How long each fuzz target runs in make test; longer by hand: make fuzz FUZZTIME=10m
 FUZZTIME ?= 10s
@@ -21,13 +21,19 @@ build:
 # and nginx (the benchmark's smoke run), promtool (the alert rules).
 # Installed with apt-get as root.
 deps:
-	./scripts/need.sh redis-server:redis-server wrk:wrk nginx:nginx-light promtool:prometheus
+	./scripts/need.sh redis-server:redis-server wrk:wrk nginx:nginx-light promtool:prometheus node:nodejs npm:npm
+
+# The Node SDK the SDK test drives (tests/sdk/node), at its locked version.
+# (The Go SDK is tests/sdk/go's own module: go fetches it.)
+sdk-deps: deps
+	cd tests/sdk/node && npm ci --no-audit --no-fund
 
 lint:
 	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	go vet ./...
 	go run $(STATICCHECK) ./...
 	cd bench && go vet ./... && go run $(STATICCHECK) ./...
+	cd tests/sdk/go && go vet ./... && go run $(STATICCHECK) ./...
 	bash -n xcaddy.sh demo/run.sh bench/run.sh scripts/need.sh
 
 # The operator's kit in ops/: the alert rules' syntax and their unit tests.
@@ -37,7 +43,7 @@ ops-check:
 	promtool check rules ops/alerts.yml
 	promtool test rules ops/alerts.test.yml
 
-test: deps lint ops-check
+test: deps sdk-deps lint ops-check
 	go test -race -count=1 ./...
 	cd bench && go test -count=1 ./...
 	$(MAKE) fuzz
