@@ -195,21 +195,27 @@ func resetPeakRSS(pids []int) bool {
 }
 
 // peakRSS is the sum of the processes' peak resident set sizes, in bytes.
-func peakRSS(pids []int) (int64, error) {
+func peakRSS(pids []int) (int64, error) { return statusBytes(pids, "VmHWM:") }
+
+// currentRSS is the sum of the processes' resident set sizes, in bytes.
+func currentRSS(pids []int) (int64, error) { return statusBytes(pids, "VmRSS:") }
+
+// statusBytes sums a kB field of the processes' /proc status.
+func statusBytes(pids []int, field string) (int64, error) {
 	var total int64
 	for _, pid := range pids {
 		f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
-			return 0, fmt.Errorf("read peak RSS: %w", err)
+			return 0, fmt.Errorf("read %s: %w", field, err)
 		}
 		sc := bufio.NewScanner(f)
 		found := false
 		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			if v, ok := strings.CutPrefix(sc.Text(), field); ok {
 				kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 				if err != nil {
 					f.Close()
-					return 0, fmt.Errorf("read peak RSS of %d: %w", pid, err)
+					return 0, fmt.Errorf("read %s of %d: %w", field, pid, err)
 				}
 				total += kb << 10
 				found = true
@@ -217,7 +223,7 @@ func peakRSS(pids []int) (int64, error) {
 		}
 		f.Close()
 		if !found {
-			return 0, fmt.Errorf("read peak RSS of %d: no VmHWM", pid)
+			return 0, fmt.Errorf("read %s of %d: not in /proc status", field, pid)
 		}
 	}
 	return total, nil

@@ -41,6 +41,7 @@ const (
 type scenarioResults struct {
 	revocations []revocation
 	downloads   []downloadRun
+	uploads     []uploadRun
 	renewal     *renewal
 }
 
@@ -114,6 +115,7 @@ type emulatorStats struct {
 	StableCalls   int `json:"stable_token_calls"`
 	ClassicIssued int `json:"classic_issued"`
 	StableIssued  int `json:"stable_issued"`
+	APICalls      int `json:"api_calls"`
 }
 
 func (s emulatorStats) issued() int { return s.ClassicIssued + s.StableIssued }
@@ -512,6 +514,10 @@ func runScenarios(ctx context.Context, o options, dir string, bins binaries) (*s
 		return nil, fmt.Errorf("download scenario: %w", err)
 	}
 	res.downloads = downloads
+	fmt.Fprintf(os.Stderr, "scenario: %d concurrent %d MiB uploads after a revocation, %d slow clients ...\n", uploadClients, uploadSize>>20, slowClients)
+	if res.uploads, err = runUploads(dir, bins); err != nil {
+		return nil, fmt.Errorf("upload scenario: %w", err)
+	}
 	fmt.Fprintf(os.Stderr, "scenario: proactive renewal under %d-way load ...\n", scenarioWorkers)
 	if res.renewal, err = runRenewal(ctx, o, dir, bins); err != nil {
 		return nil, fmt.Errorf("renewal scenario: %w", err)
@@ -549,6 +555,20 @@ func (s *scenarioResults) markdown() string {
 			ms(r.during.p50), ms(r.during.p99), ms(r.outside.p50), ms(r.outside.p99))
 		b.WriteString("\n\"Around renewal\" is the second from 250 ms before the new token was issued.\n")
 	}
+	fmt.Fprintf(&b, "\n### (d) %d concurrent %d MiB uploads right after a revocation; %d slow clients\n\n", uploadClients, uploadSize>>20, slowClients)
+	fmt.Fprintf(&b, "Through `wechat_token` the token is revoked first, so every upload is held, rejected and replayed; `reverse_proxy` streams the same uploads with a valid token (the baseline). "+
+		"Targets: every upload accepted with its body intact, each replayed once, the proxy's peak RSS growth far below the %d MiB the uploads add up to (the smoke run fails above %d MiB). "+
+		"Then %d clients declare %d MiB each and send %d KiB slowly (target: growth far below the %d MiB declared; fails above %d MiB).\n\n",
+		uploadClients*uploadSize>>20, uploadGrowthLimit>>20, slowClients, slowDeclared>>20, slowSent>>10, slowClients*slowDeclared>>20, slowGrowthLimit>>20)
+	b.WriteString("| proxy | accepted | failed | replayed | seconds | peak RSS growth MiB | slow clients | their peak RSS growth MiB |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, u := range s.uploads {
+		reason := ""
+		if u.failed > 0 {
+			reason = " (" + u.reason + ")"
+		}
+		fmt.Fprintf(&b, "| %s | %d | %d%s | %d | %.2f | %.1f | %d | %.1f |\n", u.contender, u.accepted, u.failed, reason, u.replayed,
+			u.elapsed.Seconds(), float64(u.growth)/(1<<20), u.slowHeld, float64(u.slowGrow)/(1<<20))
+	}
 	return b.String()
 }
 
@@ -569,6 +589,20 @@ func (s *scenarioResults) failures() []error {
 		}
 		if d.peakRSS > downloadPeakLimit {
 			errs = append(errs, fmt.Errorf("downloads through %s: peak RSS %d MiB, over %d MiB", d.contender, d.peakRSS>>20, downloadPeakLimit>>20))
+		}
+	}
+	for _, u := range s.uploads {
+		if u.failed > 0 {
+			errs = append(errs, fmt.Errorf("uploads through %s: %d failed: %s", u.contender, u.failed, u.reason))
+		}
+		if want := map[bool]int{true: uploadClients, false: 0}[u.contender == wechatToken]; u.replayed != want {
+			errs = append(errs, fmt.Errorf("uploads through %s: %d replays, want %d", u.contender, u.replayed, want))
+		}
+		if u.growth > uploadGrowthLimit {
+			errs = append(errs, fmt.Errorf("uploads through %s: peak RSS grew by %d MiB, over %d MiB", u.contender, u.growth>>20, uploadGrowthLimit>>20))
+		}
+		if u.slowHeld != slowClients || u.slowGrow > slowGrowthLimit {
+			errs = append(errs, fmt.Errorf("slow uploads through %s: %d clients, peak RSS grew by %d MiB (limit %d MiB)", u.contender, u.slowHeld, u.slowGrow>>20, slowGrowthLimit>>20))
 		}
 	}
 	if r := s.renewal; r != nil {
