@@ -41,6 +41,8 @@ type Config struct {
 	// StableWindow is the end part of a stable token's life during which
 	// stable_token hands out the next token (WeChat: 5 minutes).
 	StableWindow time.Duration
+	// TicketTTL is the lifetime of JS-SDK tickets (default: TokenTTL).
+	TicketTTL time.Duration
 	// TokenLength is the length of issued tokens (WeChat: about 136 now,
 	// up to 512 announced).
 	TokenLength int
@@ -111,6 +113,8 @@ type Stats struct {
 	APICalls      int            `json:"api_calls"`          // calls to anything else
 	APIRejected   map[int]int    `json:"api_rejected"`       // API calls refused, by errcode
 	APIOK         int            `json:"api_ok"`             // API calls answered with success
+	TicketCalls   int            `json:"ticket_calls"`       // calls to /cgi-bin/ticket/getticket
+	TicketsIssued int            `json:"tickets_issued"`     // jsapi_tickets handed out
 }
 
 // Issued is the total of new tokens handed out.
@@ -148,10 +152,12 @@ type Server struct {
 	apps map[string]*app
 	// tokens holds every token ever issued, by value.
 	tokens map[string]*token
-	faults Faults
-	stats  Stats
-	closed chan struct{}
-	once   sync.Once
+	// tickets holds every jsapi_ticket issued, by value.
+	tickets map[string]*ticket
+	faults  Faults
+	stats   Stats
+	closed  chan struct{}
+	once    sync.Once
 }
 
 // New returns an emulator for cfg.
@@ -164,6 +170,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.StableWindow <= 0 {
 		cfg.StableWindow = 5 * time.Minute
+	}
+	if cfg.TicketTTL <= 0 {
+		cfg.TicketTTL = cfg.TokenTTL
 	}
 	if cfg.TokenLength <= 0 {
 		cfg.TokenLength = 136
@@ -285,6 +294,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveClassic(w, r)
 	case p == "/cgi-bin/stable_token":
 		s.serveStable(w, r)
+	case p == "/cgi-bin/ticket/getticket":
+		s.serveTicket(w, r)
 	case strings.HasPrefix(p, "/_emulator/"):
 		s.serveControl(w, r)
 	case strings.HasPrefix(p, "/sns/"):
@@ -785,6 +796,8 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, "application/json", f)
 	case "/_emulator/tokens":
 		writeJSON(w, "application/json", map[string][]string{"tokens": s.IssuedTokens()})
+	case "/_emulator/jssdk_verify":
+		s.serveVerify(w, r)
 	default:
 		http.NotFound(w, r)
 	}

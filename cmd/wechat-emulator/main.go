@@ -45,6 +45,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:9801", "address to listen on")
 	flag.Var(apps, "app", "an app the emulator knows, as APPID:SECRET (repeatable; default the demo app "+DemoAppID+")")
 	flag.DurationVar(&cfg.TokenTTL, "ttl", 7200*time.Second, "token lifetime (WeChat: 2h)")
+	flag.DurationVar(&cfg.TicketTTL, "ticket-ttl", 0, "JS-SDK jsapi_ticket lifetime (default: -ttl; WeChat: 2h)")
 	flag.DurationVar(&cfg.Overlap, "overlap", 5*time.Minute, "how long a classic token works after the next is issued")
 	flag.DurationVar(&cfg.StableWindow, "stable-window", 5*time.Minute, "last part of a stable token's life in which stable_token hands out the next")
 	flag.IntVar(&cfg.TokenLength, "token-length", 136, "length of issued tokens")
