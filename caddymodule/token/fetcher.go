@@ -25,7 +25,19 @@ const (
 	// Classic is GET /cgi-bin/token: every call issues a new token and the
 	// previous one dies after a short overlap.
 	Classic API = "classic"
+	// JSAPITicket is the JS-SDK's jsapi_ticket (GET
+	// /cgi-bin/ticket/getticket), held like a token: a credential of its
+	// own kind, fetched with the app's access token (TicketFetcher).
+	JSAPITicket API = "jsapi_ticket"
 )
+
+// Noun names what a manager of this API holds, for log lines.
+func (a API) Noun() string {
+	if a == JSAPITicket {
+		return "jsapi_ticket"
+	}
+	return "access_token"
+}
 
 // ParseAPI accepts the names used in configuration.
 func ParseAPI(s string) (API, error) {
@@ -78,15 +90,22 @@ func (f *HTTPFetcher) Fetch(ctx context.Context, force bool) (Fetched, error) {
 	if err != nil {
 		return Fetched{}, err
 	}
-	client := http.DefaultClient
-	if f.Client != nil {
-		client = f.Client
+	return call(f.Client, req, endpoint, "access_token", f.AppSecret)
+}
+
+// call sends a request to a credential endpoint and reads the credential
+// named field from the answer. It never follows a redirect (that would
+// re-send the secret, in a classic query or a 307's body, wherever it
+// points), and its errors never contain redact (the secret, or the token a
+// ticket is fetched with): transport errors are unwrapped from the
+// *url.Error that would print the URL.
+func call(client *http.Client, req *http.Request, endpoint, field, redact string) (Fetched, error) {
+	if client == nil {
+		client = http.DefaultClient
 	}
-	// Never follow a redirect: it would re-send the secret (in the classic
-	// query, or the stable body for 307/308) to wherever it points.
 	noRedirect := *client
 	noRedirect.CheckRedirect = func(next *http.Request, _ []*http.Request) error {
-		return fmt.Errorf("token endpoint redirected to %s; redirects are never followed (is api_base right?)", next.URL.Host)
+		return fmt.Errorf("%s redirected to %s; redirects are never followed (is api_base right?)", endpoint, next.URL.Host)
 	}
 	resp, err := noRedirect.Do(req)
 	if err != nil {
@@ -101,7 +120,7 @@ func (f *HTTPFetcher) Fetch(ctx context.Context, force bool) (Fetched, error) {
 	if err != nil {
 		return Fetched{}, fmt.Errorf("%s %s: read answer: %w", req.Method, endpoint, err)
 	}
-	fetched, err := parseAnswer(resp.StatusCode, body, f.AppSecret)
+	fetched, err := parseAnswer(resp.StatusCode, body, field, redact)
 	if err != nil {
 		return Fetched{}, fmt.Errorf("%s %s: %w", req.Method, endpoint, err)
 	}
@@ -143,7 +162,8 @@ func (f *HTTPFetcher) newRequest(ctx context.Context, force bool) (*http.Request
 // parseAnswer reads a token endpoint answer. WeChat's Content-Type is not
 // reliable, so the body decides; the HTTP status only matters when the body
 // is not a WeChat answer at all.
-func parseAnswer(status int, body []byte, secret string) (Fetched, error) {
+// field names the credential in the answer (access_token, ticket).
+func parseAnswer(status int, body []byte, field, secret string) (Fetched, error) {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 || trimmed[0] != '{' || !gjson.ValidBytes(trimmed) {
 		return Fetched{}, fmt.Errorf("unexpected answer (HTTP %d, %d bytes, not a JSON object)", status, len(body))
@@ -162,12 +182,12 @@ func parseAnswer(status int, body []byte, secret string) (Fetched, error) {
 	if status != http.StatusOK {
 		return Fetched{}, fmt.Errorf("unexpected HTTP status %d", status)
 	}
-	value := answer.Get("access_token")
+	value := answer.Get(field)
 	if value.Type != gjson.String || value.Str == "" {
-		return Fetched{}, errors.New("answer has no access_token")
+		return Fetched{}, fmt.Errorf("answer has no %s", field)
 	}
 	if len(value.Str) > maxTokenLen {
-		return Fetched{}, fmt.Errorf("answer's access_token is %d bytes long, more than the %d accepted", len(value.Str), maxTokenLen)
+		return Fetched{}, fmt.Errorf("answer's %s is %d bytes long, more than the %d accepted", field, len(value.Str), maxTokenLen)
 	}
 	expires := answer.Get("expires_in")
 	if expires.Type != gjson.Number {

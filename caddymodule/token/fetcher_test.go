@@ -122,7 +122,7 @@ func TestParseAnswer(t *testing.T) {
 		"truncated":       {200, `{"access_token":"abc","expi`, "not a JSON object"},
 		"echoed secret":   {200, `{"errcode":40125,"errmsg":"bad ` + testSecret + `"}`, "[app_secret]"},
 	} {
-		got, err := parseAnswer(c.status, []byte(c.body), testSecret)
+		got, err := parseAnswer(c.status, []byte(c.body), "access_token", testSecret)
 		switch {
 		case c.want == "" && err != nil:
 			t.Errorf("%s: %v", name, err)
@@ -134,7 +134,7 @@ func TestParseAnswer(t *testing.T) {
 			t.Errorf("%s: token %q", name, got.Value)
 		}
 	}
-	huge, err := parseAnswer(200, []byte(`{"access_token":"abc","expires_in":1e12}`), "")
+	huge, err := parseAnswer(200, []byte(`{"access_token":"abc","expires_in":1e12}`), "access_token", "")
 	if err != nil || huge.ExpiresIn != MaxLifetime {
 		t.Fatalf("absurd expires_in: %v, %v", huge.ExpiresIn, err)
 	}

@@ -124,7 +124,7 @@ func newer(stored, cur *Token, replacing string, now time.Time) bool {
 // returns what it installed.
 func (m *Manager) adopt(tok *Token, why string) *Token {
 	tok = m.install(tok, false)
-	m.log().Info("access_token taken from shared storage", zap.String("reason", why),
+	m.log().Info(m.api.Noun()+" taken from shared storage", zap.String("reason", why),
 		zap.Duration("expires_in", tok.ExpiresAt.Sub(m.clock.Now()).Round(time.Second)))
 	m.poke()
 	return tok

@@ -164,7 +164,7 @@ func NewManager(opts Options) (*Manager, error) {
 	if opts.AppID == "" {
 		return nil, errors.New("token manager: AppID is required")
 	}
-	if _, err := ParseAPI(string(opts.API)); err != nil {
+	if _, err := ParseAPI(string(opts.API)); err != nil && opts.API != JSAPITicket {
 		return nil, fmt.Errorf("token manager: %w", err)
 	}
 	settings, err := withDefaults(opts.Settings)
@@ -300,7 +300,7 @@ func (m *Manager) releaseWaitersLocked() {
 // Token returns the current token. Without a valid one it waits for a
 // fetch under way (such as the very first), at most FetchTimeout and a
 // second (for the storage calls around the fetch), and
-// otherwise fails at once with an error wrapping ErrNoToken and the last
+// otherwise fails at once with an error wrapping ErrNoToken (ErrNoTicket) and the last
 // fetch error: callers are answered promptly rather than queued behind a
 // failing token endpoint or a slow storage.
 func (m *Manager) Token(ctx context.Context) (Token, error) {
@@ -317,7 +317,7 @@ func (m *Manager) Token(ctx context.Context) (Token, error) {
 		select {
 		case <-attempt:
 		case <-patience.C:
-			return Token{}, fmt.Errorf("%w for %s yet: the token is still being fetched", ErrNoToken, m.appID)
+			return Token{}, fmt.Errorf("%w for %s yet: it is still being fetched", errNone(m.api), m.appID)
 		case <-ctx.Done():
 			return Token{}, ctx.Err()
 		}
@@ -329,9 +329,9 @@ func (m *Manager) Token(ctx context.Context) (Token, error) {
 	lastErr := m.lastErr
 	m.mu.Unlock()
 	if lastErr == nil {
-		return Token{}, fmt.Errorf("%w for %s", ErrNoToken, m.appID)
+		return Token{}, fmt.Errorf("%w for %s", errNone(m.api), m.appID)
 	}
-	return Token{}, fmt.Errorf("%w: %w", ErrNoToken, lastErr)
+	return Token{}, fmt.Errorf("%w: %w", errNone(m.api), lastErr)
 }
 
 // fly runs fn unless a fetch is under way already, in which case its result
@@ -381,7 +381,7 @@ func (m *Manager) fetch(force bool, reason string, epoch uint64) (Token, error) 
 		} else {
 			fields = append(fields, zap.Bool("requests_failing", true))
 		}
-		m.log().Error("access_token fetch failed", fields...)
+		m.log().Error(m.api.Noun()+" fetch failed", fields...)
 		return Token{}, err
 	}
 	tok := &Token{Value: fetched.Value, FetchedAt: start, ExpiresAt: start.Add(fetched.ExpiresIn), epoch: epoch}
@@ -394,7 +394,7 @@ func (m *Manager) fetch(force bool, reason string, epoch uint64) (Token, error) 
 		m.log().Debug("token endpoint answered the current token",
 			zap.String("reason", reason), zap.Duration("expires_in", fetched.ExpiresIn))
 	} else {
-		m.log().Info("access_token obtained",
+		m.log().Info(m.api.Noun()+" obtained",
 			zap.String("reason", reason), zap.Bool("force_refresh", force), zap.Duration("expires_in", fetched.ExpiresIn))
 		m.poke()
 	}
