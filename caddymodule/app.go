@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -113,11 +114,14 @@ var replayUsage replay.Usage
 type credentialSpec struct {
 	appID, secret, apiBase string
 	api                    token.API
-	refreshAhead           time.Duration
-	fetchTimeout           time.Duration
-	minRefreshInterval     time.Duration
-	minLifetime            time.Duration
-	dailyRefreshLimit      int
+	// tokenAPI is, for a jsapi_ticket (api token.JSAPITicket), the API of
+	// the access token it is fetched with.
+	tokenAPI           token.API
+	refreshAhead       time.Duration
+	fetchTimeout       time.Duration
+	minRefreshInterval time.Duration
+	minLifetime        time.Duration
+	dailyRefreshLimit  int
 }
 
 // identity names the credential across configs: the record it keeps in
@@ -137,6 +141,7 @@ func (s credentialSpec) differences(o credentialSpec) []string {
 		out = append(out, "app_secret (values not shown)")
 	}
 	add("api_base", s.apiBase, o.apiBase)
+	add("token_api", s.tokenAPI, o.tokenAPI)
 	add("refresh_ahead", s.refreshAhead, o.refreshAhead)
 	add("fetch_timeout", s.fetchTimeout, o.fetchTimeout)
 	add("min_refresh_interval", s.minRefreshInterval, o.minRefreshInterval)
@@ -198,9 +203,10 @@ func (a *App) declare(spec credentialSpec, directive string) (*credentialRef, er
 	id := spec.identity()
 	if d, ok := a.declared[id]; ok {
 		if diff := d.spec.differences(spec); len(diff) > 0 {
-			return nil, fmt.Errorf("%s and %s both configure app_id %s (token_api %s) but differ in %s: "+
-				"one token can have only one configuration; give every handler of this app the same options",
-				d.by, directive, spec.appID, spec.api, strings.Join(diff, ", "))
+			return nil, fmt.Errorf("%s and %s both configure app_id %s (%s %s) but differ in %s: "+
+				"one credential can have only one configuration; give every handler of this app the same options",
+				d.by, directive, spec.appID, map[bool]string{true: "jsapi_ticket with token_api", false: "token_api"}[spec.api == token.JSAPITicket],
+				cmp.Or(spec.tokenAPI, spec.api), strings.Join(diff, ", "))
 		}
 		return d.ref, nil
 	}
@@ -210,12 +216,31 @@ func (a *App) declare(spec credentialSpec, directive string) (*credentialRef, er
 	return d.ref, nil
 }
 
-// settings are what a manager takes from this config for spec.
-func (a *App) settings(spec credentialSpec) token.Settings {
+// ticketSpec is the spec of the jsapi_ticket fetched with the access token
+// of spec.
+func ticketSpec(spec credentialSpec) credentialSpec {
+	spec.tokenAPI, spec.api = spec.api, token.JSAPITicket
+	spec.dailyRefreshLimit = 0 // a classic token's cap; tickets have none
+	return spec
+}
+
+// tokenSpec is the spec of the access token a jsapi_ticket's spec needs.
+func (s credentialSpec) tokenSpec() credentialSpec {
+	s.api, s.tokenAPI = s.tokenAPI, ""
+	return s
+}
+
+// settings are what a manager takes from this config for spec; tokens is
+// the manager of the access token a jsapi_ticket is fetched with.
+func (a *App) settings(spec credentialSpec, tokens *token.Manager) token.Settings {
+	var fetcher token.Fetcher = &token.HTTPFetcher{
+		API: spec.api, BaseURL: spec.apiBase, AppID: spec.appID, AppSecret: spec.secret, Client: fetchClient,
+	}
+	if spec.api == token.JSAPITicket {
+		fetcher = &token.TicketFetcher{BaseURL: spec.apiBase, Tokens: tokens, Client: fetchClient, RejectedBy: DefaultRetryOn}
+	}
 	return token.Settings{
-		Fetcher: &token.HTTPFetcher{
-			API: spec.api, BaseURL: spec.apiBase, AppID: spec.appID, AppSecret: spec.secret, Client: fetchClient,
-		},
+		Fetcher:            fetcher,
 		RefreshAhead:       spec.refreshAhead,
 		MinRefreshInterval: spec.minRefreshInterval,
 		FetchTimeout:       spec.fetchTimeout,
@@ -260,7 +285,17 @@ func (a *App) Start() error {
 	defer live.Unlock()
 	for _, id := range a.order {
 		d := a.declared[id]
-		settings := a.settings(d.spec)
+		var tokens *token.Manager
+		if d.spec.api == token.JSAPITicket {
+			// Declared before the ticket (see declareTicket), so started.
+			dep := live.credentials[d.spec.tokenSpec().identity()]
+			if dep == nil {
+				a.detachLocked()
+				return fmt.Errorf("wechat: the jsapi_ticket of %s has no access token", d.spec.appID)
+			}
+			tokens = dep.manager
+		}
+		settings := a.settings(d.spec, tokens)
 		lc := live.credentials[id]
 		if lc == nil {
 			m, err := token.NewManager(token.Options{AppID: d.spec.appID, API: d.spec.api, Clock: clock, Settings: settings})

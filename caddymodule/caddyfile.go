@@ -39,6 +39,13 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		passthrough          <path_prefix...>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	return h.unmarshalBlock(d, nil)
+}
+
+// unmarshalBlock reads the app options of a wechat_token-like directive;
+// extra, if set, reads the directive's own options first, reporting
+// whether option was one.
+func (h *Handler) unmarshalBlock(d *caddyfile.Dispenser, extra func(d *caddyfile.Dispenser, option string) (bool, error)) error {
 	d.Next() // the directive name
 	directive := d.Val()
 	if d.NextArg() {
@@ -58,6 +65,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("%s: given more than once", option)
 		}
 		seen[option] = true
+		if extra != nil {
+			if handled, err := extra(d, option); handled || err != nil {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+		}
 		if dst, ok := values[option]; ok {
 			if err := singleArg(d, dst); err != nil {
 				return err

@@ -38,7 +38,7 @@ func (c *caddy) adminCall(t *testing.T, method, path string, into any) int {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	for _, tok := range c.wechat.IssuedTokens() {
+	for _, tok := range append(c.wechat.IssuedTokens(), c.wechat.IssuedTickets()...) {
 		if strings.Contains(string(body), tok) {
 			t.Fatalf("%s %s reveals a token", method, path)
 		}

@@ -333,6 +333,12 @@ func (c *caddy) checkLogs() {
 				break
 			}
 		}
+		for _, ticket := range c.wechat.IssuedTickets() {
+			if strings.Contains(all, ticket) {
+				leaked = append(leaked, "a jsapi_ticket")
+				break
+			}
+		}
 	}
 	if len(leaked) > 0 {
 		t.Errorf("logs reveal %s", strings.Join(leaked, " and "))

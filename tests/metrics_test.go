@@ -23,7 +23,7 @@ func (c *caddy) scrape(t *testing.T) string {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("/metrics: %d %s", resp.StatusCode, body)
 	}
-	for _, tok := range c.wechat.IssuedTokens() {
+	for _, tok := range append(c.wechat.IssuedTokens(), c.wechat.IssuedTickets()...) {
 		if strings.Contains(string(body), tok) {
 			t.Fatal("/metrics reveals a token")
 		}
