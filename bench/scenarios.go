@@ -43,6 +43,7 @@ type scenarioResults struct {
 	downloads   []downloadRun
 	uploads     []uploadRun
 	renewal     *renewal
+	jssdk       *jssdkRun
 }
 
 // wechatEnv is an emulator with a proxy in front of it.
@@ -522,6 +523,10 @@ func runScenarios(ctx context.Context, o options, dir string, bins binaries) (*s
 	if res.renewal, err = runRenewal(ctx, o, dir, bins); err != nil {
 		return nil, fmt.Errorf("renewal scenario: %w", err)
 	}
+	fmt.Fprintf(os.Stderr, "scenario: JS-SDK signatures at %d connections ...\n", jssdkConcurrency)
+	if res.jssdk, err = runJSSDK(ctx, o, dir, bins); err != nil {
+		return nil, fmt.Errorf("jssdk scenario: %w", err)
+	}
 	return res, nil
 }
 
@@ -569,6 +574,9 @@ func (s *scenarioResults) markdown() string {
 		fmt.Fprintf(&b, "| %s | %d | %d%s | %d | %.2f | %.1f | %d | %.1f |\n", u.contender, u.accepted, u.failed, reason, u.replayed,
 			u.elapsed.Seconds(), float64(u.growth)/(1<<20), u.slowHeld, float64(u.slowGrow)/(1<<20))
 	}
+	if s.jssdk != nil {
+		b.WriteString(s.jssdk.markdown())
+	}
 	return b.String()
 }
 
@@ -612,6 +620,9 @@ func (s *scenarioResults) failures() []error {
 		if len(r.renewedAt) != 1 {
 			errs = append(errs, fmt.Errorf("renewal: %d renewals during the load, want 1", len(r.renewedAt)))
 		}
+	}
+	if s.jssdk != nil {
+		errs = append(errs, s.jssdk.failures()...)
 	}
 	if len(errs) > 0 {
 		return append([]error{errors.New("functional targets missed")}, errs...)
