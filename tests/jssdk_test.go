@@ -218,3 +218,26 @@ func TestJSSDKTicketRenewedBeforeExpiry(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Without a ticket (here: the app's secret is wrong, so there is no token
+// to fetch one with) the page gets a 503 at once, WeChat-shaped.
+func TestJSSDKWithoutTicketAnswers503(t *testing.T) {
+	w := startWeChat(t, emulator.Config{})
+	c := startCaddy(t, w, fmt.Sprintf(`handle /jssdk {
+		wechat_jssdk {
+			app_id %s
+			app_secret not-the-secret
+			api_base %s
+			fetch_timeout 1s
+		}
+	}`, w.AppID, w.URL))
+	c.secrets = append(c.secrets, "not-the-secret")
+	s := c.sign(t, http.MethodGet, "https://example.com/")
+	if s.status != http.StatusServiceUnavailable || s.Errcode != -1 || !strings.HasPrefix(s.Errmsg, "wechat_token: no valid jsapi_ticket") ||
+		s.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("no ticket: %d %s", s.status, s.raw)
+	}
+	if strings.Contains(s.raw, "not-the-secret") {
+		t.Fatal("the 503 reveals the secret")
+	}
+}
