@@ -149,6 +149,19 @@ func (e *wechatEnv) control(path string) error {
 	return nil
 }
 
+// setFaults sets the emulator's faults to the JSON object faults.
+func (e *wechatEnv) setFaults(faults string) error {
+	resp, err := controlClient.Post(e.emuBase+"/_emulator/faults", "application/json", strings.NewReader(faults))
+	if err != nil {
+		return fmt.Errorf("emulator faults: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("emulator faults: %s", resp.Status)
+	}
+	return nil
+}
+
 // sample is one request of a vegeta attack, kept small.
 type sample struct {
 	at      time.Time

@@ -94,6 +94,12 @@ func uploadAll(env *wechatEnv, revoke bool) (uploadRun, error) {
 		if err := env.control("/_emulator/revoke?appid=" + demoAppID); err != nil {
 			return run, err
 		}
+		// The new token takes a second to come, so that every upload's first
+		// attempt is sent with the revoked token and replayed.
+		if err := env.setFaults(`{"token_endpoint":"slow"}`); err != nil {
+			return run, err
+		}
+		defer func() { _ = env.setFaults(`{}`) }()
 	}
 	before, err := env.stats()
 	if err != nil {

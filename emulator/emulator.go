@@ -648,6 +648,10 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	if code != 0 {
+		// WeChat's front servers take in the whole request before an API
+		// answers, errors included: a client (or proxy) never sees an
+		// answer while it is still sending the body.
+		_, _ = io.Copy(io.Discard, r.Body)
 		s.tokenError(w, r, errType, code, msg, apiFault)
 		return
 	}

@@ -281,6 +281,10 @@ func TestLargeUploadsAtOnceHoldLittleMemory(t *testing.T) {
 	}
 	_, peakBefore := c.rss(t)
 	w.Revoke(w.AppID)
+	// The new token takes a second to come, so that every upload's first
+	// attempt (its token is taken when its headers arrive) is sent with the
+	// revoked one and replayed: the point of the test.
+	w.SetFaults(emulator.Faults{TokenEndpoint: emulator.FaultSlow})
 	before := w.Stats()
 	var wg sync.WaitGroup
 	answers := make([]answer, n)
@@ -288,6 +292,7 @@ func TestLargeUploadsAtOnceHoldLittleMemory(t *testing.T) {
 		wg.Go(func() { answers[i] = upload(bodies[i]) })
 	}
 	wg.Wait()
+	w.SetFaults(emulator.Faults{})
 	for i, a := range answers {
 		if a.Errcode != 0 || a.BodySHA256 != sha(bodies[i]) {
 			t.Fatalf("upload %d after the revocation: %s", i, a.Raw)

@@ -117,10 +117,10 @@ func TestTokenEndpointBehindAccessControl(t *testing.T) {
 	if a := get(t, w.URL+"/cgi-bin/user/info?openid=o1&access_token="+renewed); a.Errcode != 0 {
 		t.Fatalf("renewed token rejected: %+v", a.Echo)
 	}
-	if code, _ := call(http.MethodPost, "/inside/token", `{}`, true); code != 400 {
-		t.Fatalf("POST without a token: %d", code)
+	if code, a := call(http.MethodPost, "/inside/token", `{}`, true); code != 400 || a.Errcode != -1 {
+		t.Fatalf("POST without a token: %d errcode %d", code, a.Errcode)
 	}
-	if code, _ := call(http.MethodDelete, "/inside/token", "", true); code != 405 {
-		t.Fatalf("DELETE: %d", code)
+	if code, a := call(http.MethodDelete, "/inside/token", "", true); code != 405 || a.Errcode != -1 {
+		t.Fatalf("DELETE: %d errcode %d", code, a.Errcode)
 	}
 }
