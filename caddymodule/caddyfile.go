@@ -37,6 +37,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		min_token_lifetime   <duration>
 //		daily_refresh_limit  <count>|off
 //		passthrough          <path_prefix...>
+//		app_secret_calls     inject|passthrough
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return h.unmarshalBlock(d, nil)
@@ -53,6 +54,7 @@ func (h *Handler) unmarshalBlock(d *caddyfile.Dispenser, extra func(d *caddyfile
 	}
 	values := map[string]*string{
 		"app_id": &h.AppID, "app_secret": &h.AppSecret, "token_api": &h.TokenAPI, "api_base": &h.APIBase,
+		"app_secret_calls": &h.AppSecretCalls,
 	}
 	durations := map[string]*caddy.Duration{
 		"refresh_ahead": &h.RefreshAhead, "fetch_timeout": &h.FetchTimeout, "min_refresh_interval": &h.MinRefreshInterval,

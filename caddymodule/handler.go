@@ -103,6 +103,15 @@ type Handler struct {
 	// expiry are not counted. Default: 1000. -1: no cap.
 	DailyRefreshLimit int `json:"daily_refresh_limit,omitempty"`
 
+	// What the proxy does with the calls WeChat authenticates with the
+	// AppSecret instead of a token, /sns/jscode2session (Mini Program login)
+	// and /sns/oauth2/access_token (web OAuth code exchange): "inject"
+	// (default) sets appid and secret to the app's own, exactly one of
+	// each, replacing whatever the client sent, and drops any
+	// access_token, so that app servers never hold the secret;
+	// "passthrough" forwards them as the client sent them.
+	AppSecretCalls string `json:"app_secret_calls,omitempty"`
+
 	// Path prefixes whose requests pass through untouched, with the
 	// client's own access_token and no retry: /sns/ calls carry the user's
 	// OAuth token, which the app's token must never replace. Matched on the
@@ -112,6 +121,9 @@ type Handler struct {
 
 	cred        *credentialRef
 	replay      *replay.Pool
+	secretCalls bool   // inject the AppSecret into its calls
+	appID       string // expanded, for the AppSecret calls
+	secret      string
 	passthrough []string // canonical prefixes
 	retryOn     []int64
 	logger      *zap.Logger
@@ -162,6 +174,8 @@ func (h *Handler) provision(ctx caddy.Context, directive string) error {
 		return err
 	}
 	h.replay = app.(*App).replay
+	h.appID, h.secret = spec.appID, spec.secret
+	h.secretCalls = h.AppSecretCalls != "passthrough"
 	return registerMetrics(ctx.GetMetricsRegistry())
 }
 
@@ -236,6 +250,9 @@ func (h *Handler) spec() (credentialSpec, error) {
 			return s, fmt.Errorf("passthrough: %q would let clients reach WeChat's token endpoints", prefix)
 		}
 	}
+	if h.AppSecretCalls != "" && h.AppSecretCalls != "inject" && h.AppSecretCalls != "passthrough" {
+		return s, fmt.Errorf("app_secret_calls: %q is neither inject nor passthrough", h.AppSecretCalls)
+	}
 	if slices.Contains(h.RetryOn, 0) {
 		return s, errors.New("retry_on: errcode 0 means success and cannot trigger a retry")
 	}
@@ -271,13 +288,15 @@ var fetchClient = &http.Client{Transport: &http.Transport{
 // answers that the token was rejected, refreshes it (once for all requests
 // that failed with it) and replays the request once.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	switch wxhttp.Route(r.URL.Path, h.passthrough) {
+	switch wxhttp.Route(r.URL.Path, h.passthrough, h.secretCalls) {
 	case wxhttp.Refuse:
 		return writeWeChatError(w, http.StatusForbidden, "wechat_token: "+r.URL.Path+
 			" is not served through the token proxy: a client's token request would replace the token"+
 			" every app server relies on. Call the API without a token; the proxy adds it.")
 	case wxhttp.Passthrough:
 		return h.forward(w, r, next, "") // the client's own (user) token, untouched
+	case wxhttp.AppSecret:
+		return h.forwardWithSecret(w, r, next)
 	}
 	m, err := h.cred.get(r.Context())
 	if err != nil {
@@ -377,6 +396,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		err = releaseErr
 	}
 	return err
+}
+
+// forwardWithSecret passes on a call WeChat authenticates with the
+// AppSecret, the app's appid and secret in its query. The answer (a
+// user's session_key or OAuth token) streams back as it is, never read or
+// logged, and a WeChat error in it refreshes nothing: it is about the
+// code, not a token.
+func (h *Handler) forwardWithSecret(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	clientQuery := r.URL.RawQuery
+	defer func() { r.URL.RawQuery = clientQuery }() // later handlers and logs see the client's
+	r.URL.RawQuery = wxhttp.WithAppSecret(clientQuery, h.appID, h.secret)
+	return h.forward(w, r, next, h.secret)
 }
 
 // tokenParam returns the query parameter for tok, escaped once per token

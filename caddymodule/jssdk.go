@@ -100,7 +100,7 @@ func (j *JSSDK) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return true, d.Errf("allowed_hosts: at least one host is required (like example.com or *.example.com)")
 			}
 			return true, nil
-		case "retry_on", "max_replay_body", "passthrough":
+		case "retry_on", "max_replay_body", "passthrough", "app_secret_calls":
 			return true, d.Errf("%s does not apply to wechat_jssdk, which proxies nothing", option)
 		}
 		return false, nil

@@ -115,6 +115,7 @@ type Stats struct {
 	APIOK         int            `json:"api_ok"`             // API calls answered with success
 	TicketCalls   int            `json:"ticket_calls"`       // calls to /cgi-bin/ticket/getticket
 	TicketsIssued int            `json:"tickets_issued"`     // jsapi_tickets handed out
+	SecretCalls   int            `json:"secret_calls"`       // jscode2session and OAuth code exchanges
 }
 
 // Issued is the total of new tokens handed out.
@@ -154,10 +155,15 @@ type Server struct {
 	tokens map[string]*token
 	// tickets holds every jsapi_ticket issued, by value.
 	tickets map[string]*ticket
-	faults  Faults
-	stats   Stats
-	closed  chan struct{}
-	once    sync.Once
+	// codes are the login codes LoginCode issued; sessions the session
+	// keys and user tokens their exchange handed out.
+	codes          map[string]*loginCode
+	sessions       []string
+	lastSecretCall SecretCall
+	faults         Faults
+	stats          Stats
+	closed         chan struct{}
+	once           sync.Once
 }
 
 // New returns an emulator for cfg.
@@ -298,6 +304,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveTicket(w, r)
 	case strings.HasPrefix(p, "/_emulator/"):
 		s.serveControl(w, r)
+	case p == "/sns/jscode2session":
+		s.serveCodeExchange(w, r, false)
+	case p == "/sns/oauth2/access_token":
+		s.serveCodeExchange(w, r, true)
 	case strings.HasPrefix(p, "/sns/"):
 		// OAuth calls carry the user's token, which is not modelled: echo.
 		s.serveEcho(w, r)
@@ -802,6 +812,14 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, "application/json", map[string][]string{"tokens": s.IssuedTokens()})
 	case "/_emulator/jssdk_verify":
 		s.serveVerify(w, r)
+	case "/_emulator/login_code":
+		if r.Method != http.MethodPost {
+			http.Error(w, "POST only", http.StatusMethodNotAllowed)
+			return
+		}
+		writeJSON(w, "application/json", map[string]string{"code": s.LoginCode(r.URL.Query().Get("appid"))})
+	case "/_emulator/last_secret_call":
+		writeJSON(w, "application/json", s.LastSecretCall())
 	default:
 		http.NotFound(w, r)
 	}

@@ -339,6 +339,12 @@ func (c *caddy) checkLogs() {
 				break
 			}
 		}
+		for _, session := range c.wechat.IssuedSessions() {
+			if strings.Contains(all, session) {
+				leaked = append(leaked, "a user's session_key or OAuth token")
+				break
+			}
+		}
 	}
 	if len(leaked) > 0 {
 		t.Errorf("logs reveal %s", strings.Join(leaked, " and "))

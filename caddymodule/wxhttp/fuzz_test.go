@@ -118,8 +118,16 @@ func FuzzTokenEndpointPath(f *testing.F) {
 		} else if HasPrefix(p, sns) {
 			want = Passthrough
 		}
-		if got := Route(p, sns); got != want {
+		if got := Route(p, sns, false); got != want {
 			t.Fatalf("Route(%q) = %d, want %d", p, got, want)
+		}
+		// With the AppSecret calls on, exactly the two login endpoints,
+		// however spelled, change route.
+		if canonical == "/sns/jscode2session" || canonical == "/sns/oauth2/access_token" {
+			want = AppSecret
+		}
+		if got := Route(p, sns, true); got != want {
+			t.Fatalf("Route(%q, secret calls) = %d, want %d", p, got, want)
 		}
 	})
 }

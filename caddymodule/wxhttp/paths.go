@@ -10,6 +10,11 @@ import (
 // ever forwarded.
 var tokenEndpoints = []string{"/cgi-bin/token", "/cgi-bin/stable_token"}
 
+// secretEndpoints are the calls WeChat authenticates with the AppSecret
+// itself rather than a token: Mini Program login and the web OAuth code
+// exchange. The proxy adds the app's appid and secret to them.
+var secretEndpoints = []string{"/sns/jscode2session", "/sns/oauth2/access_token"}
+
 // DefaultPassthrough are the paths whose calls carry a token of their own:
 // /sns/ calls (userinfo, auth) take the user's OAuth access_token, which the
 // app's token must never replace.
@@ -69,19 +74,34 @@ const (
 	Inject      PathRoute = iota // add the app's token
 	Refuse                       // a token endpoint: never forwarded
 	Passthrough                  // the client's own token, untouched
+	AppSecret                    // appid and secret added, no token
 )
 
 // Route decides for path p, cleaning it once: IsTokenEndpoint first, then
-// HasPrefix with the passthrough prefixes (in CanonicalPrefix form).
-func Route(p string, passthrough []string) PathRoute {
+// (with secretCalls) the AppSecret calls, then HasPrefix with the
+// passthrough prefixes (in CanonicalPrefix form).
+func Route(p string, passthrough []string, secretCalls bool) PathRoute {
 	canonical := CanonicalPath(p)
 	switch {
 	case isTokenEndpoint(canonical):
 		return Refuse
+	case secretCalls && isSecretEndpoint(canonical):
+		return AppSecret
 	case hasPrefix(canonical, passthrough):
 		return Passthrough
 	}
 	return Inject
+}
+
+// isSecretEndpoint reports whether a canonical path is one of the calls
+// authenticated with the AppSecret.
+func isSecretEndpoint(canonical string) bool {
+	for _, endpoint := range secretEndpoints {
+		if canonical == endpoint {
+			return true
+		}
+	}
+	return false
 }
 
 // CanonicalPrefix is a configured path prefix in the form HasPrefix

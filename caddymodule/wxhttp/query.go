@@ -59,11 +59,12 @@ func mayHoldToken(q string) bool {
 	return false
 }
 
-func isTokenParam(part string) bool {
+func isTokenParam(part string) bool { return isParam(part, tokenKey) }
+
+// isParam reports whether the query part's key is one of keys, however it
+// is cased or percent-encoded.
+func isParam(part string, keys ...string) bool {
 	key, _, _ := strings.Cut(part, "=")
-	if len(key) < len(tokenKey) {
-		return false
-	}
 	if strings.IndexByte(key, '%') >= 0 || strings.IndexByte(key, '+') >= 0 {
 		decoded, err := url.QueryUnescape(key)
 		if err != nil {
@@ -71,5 +72,32 @@ func isTokenParam(part string) bool {
 		}
 		key = decoded
 	}
-	return strings.EqualFold(key, tokenKey)
+	for _, k := range keys {
+		if strings.EqualFold(key, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// WithAppSecret returns rawQuery for a call WeChat authenticates with the
+// AppSecret (jscode2session, the OAuth code exchange): every appid, secret
+// and access_token the client sent removed, however cased or encoded,
+// then exactly one appid and one secret, the app's. The other parameters
+// are kept byte for byte and in order.
+func WithAppSecret(rawQuery, appID, secret string) string {
+	var b strings.Builder
+	b.Grow(len(rawQuery) + len(appID) + len(secret) + 16)
+	for part := range strings.SplitSeq(rawQuery, "&") {
+		if part == "" || isParam(part, "appid", "secret", tokenKey) {
+			continue
+		}
+		b.WriteString(part)
+		b.WriteByte('&')
+	}
+	b.WriteString("appid=")
+	b.WriteString(url.QueryEscape(appID))
+	b.WriteString("&secret=")
+	b.WriteString(url.QueryEscape(secret))
+	return b.String()
 }

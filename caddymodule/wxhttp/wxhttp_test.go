@@ -136,3 +136,17 @@ func TestHolderEmptyAndUnwritten(t *testing.T) {
 		t.Fatal("Unwrap")
 	}
 }
+
+func TestWithAppSecret(t *testing.T) {
+	for in, want := range map[string]string{
+		"js_code=C&grant_type=authorization_code":                                    "js_code=C&grant_type=authorization_code&appid=wx1&secret=s%26%3D",
+		"appid=evil&secret=guess&js_code=C":                                          "js_code=C&appid=wx1&secret=s%26%3D",
+		"APPID=a&Secret=b&%61ppid=c&secre%74=d&access_token=t&ACCESS_TOKEN=u&code=C": "code=C&appid=wx1&secret=s%26%3D",
+		"": "appid=wx1&secret=s%26%3D",
+		"&&js_code=C%2B1&&appidx=keep&secrets=keep": "js_code=C%2B1&appidx=keep&secrets=keep&appid=wx1&secret=s%26%3D",
+	} {
+		if got := WithAppSecret(in, "wx1", "s&="); got != want {
+			t.Errorf("WithAppSecret(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
