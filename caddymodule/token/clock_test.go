@@ -7,7 +7,7 @@ import (
 )
 
 // fakeClock moves only when told to. It remembers the deadline of the most
-// recent After call, which is when the renewal loop means to wake next.
+// recent Until call, which is when the renewal loop means to wake next.
 type fakeClock struct {
 	mu      sync.Mutex
 	now     time.Time
@@ -31,14 +31,13 @@ func (c *fakeClock) Now() time.Time {
 	return c.now
 }
 
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+func (c *fakeClock) Until(due time.Time) <-chan time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ch := make(chan time.Time, 1)
-	due := c.now.Add(d)
 	c.lastDue = due
 	c.calls++
-	if d <= 0 {
+	if !due.After(c.now) {
 		ch <- c.now
 		return ch
 	}
@@ -69,7 +68,7 @@ func (c *fakeClock) AdvanceTo(t time.Time) {
 	}
 }
 
-// next is the deadline of the latest After call and how many calls there were.
+// next is the deadline of the latest Until call and how many calls there were.
 func (c *fakeClock) next() (time.Time, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

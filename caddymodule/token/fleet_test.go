@@ -103,9 +103,12 @@ func (s *memStore) putToken(t *testing.T, tok string, fetched time.Time, life ti
 		FetchedAt: fetched, ExpiresAt: fetched.Add(life), SecretID: SecretFingerprint("wxtest", "secret")})
 }
 
+// stored is the record in the store, waiting for it: a token is handed to
+// waiting requests before it is written for the fleet.
 func (s *memStore) stored(t *testing.T) record {
 	t.Helper()
 	key, _ := StoreKey("wxtest", Classic)
+	eventually(t, "the record stored", func() bool { _, err := s.Load(context.Background(), key); return err == nil })
 	b, err := s.Load(context.Background(), key)
 	if err != nil {
 		t.Fatal(err)

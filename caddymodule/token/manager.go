@@ -455,7 +455,10 @@ func (m *Manager) run() {
 		// while waiting must not restart the wait, or a backoff longer
 		// than the re-read period would never end.
 		scheduledFor := m.current.Load()
-		due := m.clock.Now().Add(m.nextDelay(failures, outage, unchanged))
+		// One reading of the clock: with two, a renewal could be scheduled
+		// later than its token says by however long passed between them.
+		now := m.clock.Now()
+		due := now.Add(m.nextDelay(now, failures, outage, unchanged))
 		m.log().Debug("next token attempt scheduled", zap.Time("at", due))
 		if !m.sleepUntil(due) {
 			if m.ctx.Err() != nil {
@@ -503,30 +506,31 @@ func (m *Manager) run() {
 // demand or adopted from the store) or by new settings.
 func (m *Manager) sleepUntil(due time.Time) bool {
 	for {
-		wait := due.Sub(m.clock.Now())
-		if wait <= 0 {
+		now := m.clock.Now()
+		if !now.Before(due) {
 			return true
 		}
-		sleep := wait
+		wake := due
 		if m.cfg().Store != nil {
-			sleep = min(wait, syncPeriod(m.current.Load()))
+			if reread := now.Add(syncPeriod(m.current.Load())); reread.Before(due) {
+				wake = reread
+			}
 		}
 		select {
 		case <-m.ctx.Done():
 			return false
 		case <-m.wake:
 			return false
-		case <-m.clock.After(sleep):
+		case <-m.clock.Until(wake):
 		}
-		if sleep < wait && m.syncFromStore() {
+		if wake.Before(due) && m.syncFromStore() {
 			return false // another instance renewed: a new schedule
 		}
 	}
 }
 
-// nextDelay says how long the loop waits before its next fetch.
-func (m *Manager) nextDelay(failures, outage int, unchanged bool) time.Duration {
-	now := m.clock.Now()
+// nextDelay says how long after now the loop makes its next fetch.
+func (m *Manager) nextDelay(now time.Time, failures, outage int, unchanged bool) time.Duration {
 	cur := m.current.Load()
 	if !cur.ValidAt(now) {
 		// Nothing can be served: try at once when the token has just run

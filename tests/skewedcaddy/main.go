@@ -19,8 +19,8 @@ import (
 // skewed is the system clock, off by a fixed offset.
 type skewed time.Duration
 
-func (s skewed) Now() time.Time                         { return time.Now().Add(time.Duration(s)) }
-func (s skewed) After(d time.Duration) <-chan time.Time { return time.After(d) }
+func (s skewed) Now() time.Time                     { return time.Now().Add(time.Duration(s)) }
+func (s skewed) Until(t time.Time) <-chan time.Time { return time.After(t.Sub(s.Now())) }
 
 func main() {
 	if v := os.Getenv("WECHAT_TEST_CLOCK_OFFSET"); v != "" {
