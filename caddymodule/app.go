@@ -126,7 +126,18 @@ type credentialSpec struct {
 
 // identity names the credential across configs: the record it keeps in
 // storage. Two configs naming it hold the same token.
-func (s credentialSpec) identity() string { return string(s.api) + "/" + s.appID }
+func (s credentialSpec) identity() string { return string(s.api) + "/" + s.managerID() }
+
+// managerID names the credential in its manager, its storage record, the
+// admin status and the metrics: the app ID; for WeCom, whose tokens are
+// one per app secret, the corp ID and a fingerprint of the secret (two
+// apps of one corp are two tokens, told apart without showing a secret).
+func (s credentialSpec) managerID() string {
+	if s.api == token.WeCom || s.tokenAPI == token.WeCom {
+		return s.appID + "-" + token.SecretFingerprint(s.appID, s.secret)[:8]
+	}
+	return s.appID
+}
 
 // differences names the options in which two specs differ, never showing
 // the secret.
@@ -238,6 +249,9 @@ func (a *App) settings(spec credentialSpec, tokens *token.Manager) token.Setting
 	}
 	if spec.api == token.JSAPITicket {
 		fetcher = &token.TicketFetcher{BaseURL: spec.apiBase, Tokens: tokens, Client: fetchClient, RejectedBy: DefaultRetryOn}
+		if spec.tokenAPI == token.WeCom {
+			fetcher = &token.TicketFetcher{BaseURL: spec.apiBase, Tokens: tokens, Client: fetchClient, RejectedBy: DefaultWeComRetryOn, WeCom: true}
+		}
 	}
 	return token.Settings{
 		Fetcher:            fetcher,
@@ -248,7 +262,7 @@ func (a *App) settings(spec credentialSpec, tokens *token.Manager) token.Setting
 		DailyRefreshLimit:  spec.dailyRefreshLimit,
 		Store:              a.storage,
 		SecretID:           token.SecretFingerprint(spec.appID, spec.secret),
-		Logger:             a.logger.With(zap.String("app_id", spec.appID), zap.String("token_api", string(spec.api))),
+		Logger:             a.logger.With(zap.String("app_id", spec.managerID()), zap.String("token_api", string(spec.api))),
 	}
 }
 
@@ -298,7 +312,7 @@ func (a *App) Start() error {
 		settings := a.settings(d.spec, tokens)
 		lc := live.credentials[id]
 		if lc == nil {
-			m, err := token.NewManager(token.Options{AppID: d.spec.appID, API: d.spec.api, Clock: clock, Settings: settings})
+			m, err := token.NewManager(token.Options{AppID: d.spec.managerID(), API: d.spec.api, Clock: clock, Settings: settings})
 			if err != nil {
 				a.detachLocked()
 				return fmt.Errorf("wechat: %w", err)

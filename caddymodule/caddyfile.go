@@ -25,8 +25,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
 //
 //	wechat_token {
-//		app_id               <appid>
-//		app_secret           <secret>
+//		app_id               <appid>      (or, for WeCom:
+//		app_secret           <secret>      corp_id, corp_secret)
 //		token_api            stable|classic
 //		api_base             <url>
 //		refresh_ahead        <duration>
@@ -54,7 +54,7 @@ func (h *Handler) unmarshalBlock(d *caddyfile.Dispenser, extra func(d *caddyfile
 	}
 	values := map[string]*string{
 		"app_id": &h.AppID, "app_secret": &h.AppSecret, "token_api": &h.TokenAPI, "api_base": &h.APIBase,
-		"app_secret_calls": &h.AppSecretCalls,
+		"app_secret_calls": &h.AppSecretCalls, "corp_id": &h.CorpID, "corp_secret": &h.CorpSecret,
 	}
 	durations := map[string]*caddy.Duration{
 		"refresh_ahead": &h.RefreshAhead, "fetch_timeout": &h.FetchTimeout, "min_refresh_interval": &h.MinRefreshInterval,

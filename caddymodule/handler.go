@@ -34,6 +34,7 @@ func init() {
 // Defaults of the handler's options.
 const (
 	DefaultAPIBase       = "https://api.weixin.qq.com"
+	DefaultWeComAPIBase  = "https://qyapi.weixin.qq.com"
 	DefaultMaxReplayBody = 16 << 20
 	// inspectLimit is the largest response body held back to read its
 	// errcode. WeChat's errors are far smaller; larger bodies stream.
@@ -41,8 +42,12 @@ const (
 )
 
 // DefaultRetryOn are the errcodes meaning "this token was rejected":
-// 40001 (invalid or not the latest) and 42001 (expired).
-var DefaultRetryOn = []int64{40001, 42001}
+// 40001 (invalid or not the latest) and 42001 (expired); for WeCom,
+// DefaultWeComRetryOn: 40014 (invalid) and 42001 (expired).
+var (
+	DefaultRetryOn      = []int64{40001, 42001}
+	DefaultWeComRetryOn = []int64{40014, 42001}
+)
 
 // Handler adds the app's current access_token to every request, replacing
 // any the client sent, and retries once with a renewed token when WeChat
@@ -52,6 +57,14 @@ type Handler struct {
 	// The AppID of the Official Account or Mini Program. Placeholders such
 	// as {env.WECHAT_APP_ID} are expanded.
 	AppID string `json:"app_id"`
+
+	// For WeCom (企业微信), instead of app_id and app_secret: the corp ID
+	// and the secret of one of its apps. Tokens come from
+	// /cgi-bin/gettoken, one per app secret; api_base defaults to
+	// https://qyapi.weixin.qq.com and retry_on to 40014 42001; token_api
+	// does not apply.
+	CorpID     string `json:"corp_id,omitempty"`
+	CorpSecret string `json:"corp_secret,omitempty"`
 
 	// The AppSecret. Give it as a placeholder, {env.WECHAT_APP_SECRET} or
 	// {file./run/secrets/wechat}: a literal value is visible to anyone who
@@ -153,7 +166,11 @@ func (h *Handler) provision(ctx caddy.Context, directive string) error {
 	if err != nil {
 		if spec.appID != "" {
 			// With several apps, which one.
-			return fmt.Errorf("%s (app_id %s): %w", directive, spec.appID, err)
+			label := "app_id"
+			if h.CorpID != "" {
+				label = "corp_id"
+			}
+			return fmt.Errorf("%s (%s %s): %w", directive, label, spec.appID, err)
 		}
 		return fmt.Errorf("%s: %w", directive, err)
 	}
@@ -162,6 +179,9 @@ func (h *Handler) provision(ctx caddy.Context, directive string) error {
 	h.retryOn = h.RetryOn
 	if h.retryOn == nil {
 		h.retryOn = DefaultRetryOn
+		if spec.api == token.WeCom {
+			h.retryOn = DefaultWeComRetryOn
+		}
 	}
 	if h.MaxReplayBody == 0 {
 		h.MaxReplayBody = DefaultMaxReplayBody
@@ -175,7 +195,8 @@ func (h *Handler) provision(ctx caddy.Context, directive string) error {
 	}
 	h.replay = app.(*App).replay
 	h.appID, h.secret = spec.appID, spec.secret
-	h.secretCalls = h.AppSecretCalls != "passthrough"
+	// WeCom has no AppSecret calls: its logins take the token.
+	h.secretCalls = h.AppSecretCalls != "passthrough" && spec.api != token.WeCom
 	return registerMetrics(ctx.GetMetricsRegistry())
 }
 
@@ -183,30 +204,44 @@ func (h *Handler) provision(ctx caddy.Context, directive string) error {
 // error. Errors never quote the secret.
 func (h *Handler) spec() (credentialSpec, error) {
 	repl := caddy.NewReplacer()
+	idOption, secretOption, rawID, rawSecret := "app_id", "app_secret", h.AppID, h.AppSecret
+	wecom := h.CorpID != "" || h.CorpSecret != ""
+	if wecom {
+		if h.AppID != "" || h.AppSecret != "" {
+			return credentialSpec{}, errors.New("give corp_id and corp_secret (WeCom) or app_id and app_secret, not both")
+		}
+		if h.TokenAPI != "" {
+			return credentialSpec{}, errors.New("token_api does not apply to WeCom (corp_id): its tokens come from /cgi-bin/gettoken")
+		}
+		idOption, secretOption, rawID, rawSecret = "corp_id", "corp_secret", h.CorpID, h.CorpSecret
+	}
 	s := credentialSpec{
-		appID:   strings.TrimSpace(repl.ReplaceKnown(h.AppID, "")),
-		secret:  strings.TrimSpace(repl.ReplaceKnown(h.AppSecret, "")),
+		appID:   strings.TrimSpace(repl.ReplaceKnown(rawID, "")),
+		secret:  strings.TrimSpace(repl.ReplaceKnown(rawSecret, "")),
 		apiBase: strings.TrimSpace(repl.ReplaceKnown(h.APIBase, "")),
 	}
 	switch {
-	case h.AppID == "":
-		return s, errors.New("app_id is required")
+	case rawID == "" && !wecom:
+		return s, errors.New("app_id is required (or corp_id, for WeCom)")
+	case rawID == "":
+		return s, errors.New("corp_id is required")
 	case s.appID == "":
-		return s, fmt.Errorf("app_id is empty once placeholders are expanded (%s)%s", h.AppID, unsetPlaceholders(h.AppID))
-	case h.AppSecret == "":
-		return s, errors.New("app_secret is required")
+		return s, fmt.Errorf("%s is empty once placeholders are expanded (%s)%s", idOption, rawID, unsetPlaceholders(rawID))
+	case rawSecret == "":
+		return s, fmt.Errorf("%s is required", secretOption)
 	case s.secret == "":
-		return s, fmt.Errorf("app_secret is empty once placeholders are expanded (%s)%s", placeholdersOnly(h.AppSecret), unsetPlaceholders(h.AppSecret))
-	}
-	api := h.TokenAPI
-	if api == "" {
-		api = string(token.Stable)
+		return s, fmt.Errorf("%s is empty once placeholders are expanded (%s)%s", secretOption, placeholdersOnly(rawSecret), unsetPlaceholders(rawSecret))
 	}
 	var err error
-	if s.api, err = token.ParseAPI(api); err != nil {
+	if wecom {
+		s.api = token.WeCom
+	} else if s.api, err = token.ParseAPI(cmp.Or(h.TokenAPI, string(token.Stable))); err != nil {
 		return s, fmt.Errorf("token_api: %w", err)
 	}
-	if h.APIBase == "" {
+	if h.APIBase == "" && wecom {
+		s.apiBase = DefaultWeComAPIBase
+	}
+	if s.apiBase == "" {
 		s.apiBase = DefaultAPIBase
 	}
 	u, err := url.Parse(s.apiBase)

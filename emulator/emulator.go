@@ -41,6 +41,8 @@ type Config struct {
 	// StableWindow is the end part of a stable token's life during which
 	// stable_token hands out the next token (WeChat: 5 minutes).
 	StableWindow time.Duration
+	// Corps are the WeCom corps it knows: corp ID to its apps' secrets.
+	Corps map[string][]string
 	// TicketTTL is the lifetime of JS-SDK tickets (default: TokenTTL).
 	TicketTTL time.Duration
 	// TokenLength is the length of issued tokens (WeChat: about 136 now,
@@ -116,10 +118,12 @@ type Stats struct {
 	TicketCalls   int            `json:"ticket_calls"`       // calls to /cgi-bin/ticket/getticket
 	TicketsIssued int            `json:"tickets_issued"`     // jsapi_tickets handed out
 	SecretCalls   int            `json:"secret_calls"`       // jscode2session and OAuth code exchanges
+	WeComCalls    int            `json:"wecom_token_calls"`  // calls to WeCom's /cgi-bin/gettoken
+	WeComIssued   int            `json:"wecom_issued"`       // new WeCom tokens
 }
 
 // Issued is the total of new tokens handed out.
-func (s Stats) Issued() int { return s.ClassicIssued + s.StableIssued }
+func (s Stats) Issued() int { return s.ClassicIssued + s.StableIssued + s.WeComIssued }
 
 type token struct {
 	value    string
@@ -155,6 +159,8 @@ type Server struct {
 	tokens map[string]*token
 	// tickets holds every jsapi_ticket issued, by value.
 	tickets map[string]*ticket
+	// corpApps are the WeCom apps that asked for a token, by corp and secret.
+	corpApps map[string]*corpApp
 	// codes are the login codes LoginCode issued; sessions the session
 	// keys and user tokens their exchange handed out.
 	codes          map[string]*loginCode
@@ -300,7 +306,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveClassic(w, r)
 	case p == "/cgi-bin/stable_token":
 		s.serveStable(w, r)
-	case p == "/cgi-bin/ticket/getticket":
+	case p == "/cgi-bin/gettoken":
+		s.serveWeComToken(w, r)
+	case p == "/cgi-bin/ticket/getticket" || p == "/cgi-bin/get_jsapi_ticket":
 		s.serveTicket(w, r)
 	case strings.HasPrefix(p, "/_emulator/"):
 		s.serveControl(w, r)
@@ -633,6 +641,9 @@ func (s *Server) checkToken(q url.Values) (int, string) {
 	if !s.cfg.Now().Before(end) {
 		if expiry {
 			return 42001, "access_token expired"
+		}
+		if t.family == "wecom" {
+			return 40014, "invalid access_token"
 		}
 		return 40001, "invalid credential, access_token is invalid or not latest"
 	}

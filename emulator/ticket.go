@@ -5,11 +5,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"path"
 	"strconv"
 	"time"
 )
 
-// JS-SDK tickets: GET /cgi-bin/ticket/getticket?access_token=…&type=jsapi.
+// JS-SDK tickets: GET /cgi-bin/ticket/getticket?access_token=…&type=jsapi,
+// and WeCom's GET /cgi-bin/get_jsapi_ticket?access_token=….
 // Every call issues a new ticket, so that a client fetching more than it
 // needs shows in the counts; earlier tickets stay valid until their own
 // expiry, as signatures made with them must verify until then.
@@ -27,7 +29,8 @@ func (s *Server) serveTicket(w http.ResponseWriter, r *http.Request) {
 	s.stats.TicketCalls++
 	code, msg := s.checkToken(q)
 	var t *ticket
-	if code == 0 && q.Get("type") != "jsapi" && q.Get("type") != "wx_card" {
+	wecom := path.Clean(r.URL.Path) == "/cgi-bin/get_jsapi_ticket"
+	if code == 0 && !wecom && q.Get("type") != "jsapi" && q.Get("type") != "wx_card" {
 		code, msg = 40097, "invalid args"
 	}
 	if code == 0 {

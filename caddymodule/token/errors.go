@@ -28,9 +28,9 @@ type Explanation struct {
 // return, plus the token errors API calls answer with.
 var explanations = map[int64]Explanation{
 	-1:    {"WeChat system busy", "transient; retried with backoff"},
-	40001: {"AppSecret wrong, or access_token invalid or not the latest", "check app_secret; make sure no other system fetches tokens with /cgi-bin/token for this app"},
+	40001: {"AppSecret (WeCom: the app's secret) wrong, or access_token invalid or not the latest", "check app_secret (corp_secret); make sure no other system fetches tokens with /cgi-bin/token for this app"},
 	40002: {"invalid grant_type", "report a bug: the module always sends client_credential"},
-	40013: {"invalid AppID", "check app_id"},
+	40013: {"invalid AppID (or WeCom corp ID)", "check app_id (corp_id)"},
 	40014: {"invalid access_token", "the token was malformed or cut short"},
 	40125: {"invalid AppSecret", "check app_secret; it changes when reset in the WeChat admin console"},
 	40164: {"caller IP is not in the API IP whitelist", "add the IP WeChat saw to the whitelist in the WeChat admin console"},
@@ -44,6 +44,7 @@ var explanations = map[int64]Explanation{
 	45011: {"API called too often", "wait and retry; force_refresh is limited to 20 a day, 30 s apart"},
 	47001: {"malformed request body", "report a bug"},
 	61004: {"caller IP is not registered for this app", "add the IP WeChat saw to the whitelist in the WeChat admin console"},
+	60020: {"caller IP is not a trusted IP of the WeCom app", "add the IP WeChat saw to the app's trusted IPs (企业可信IP) in the WeCom admin console"},
 	89501: {"the caller IP is waiting for an administrator to confirm it", "ask an administrator to confirm the call in WeChat"},
 	89503: {"the caller IP needs an administrator's confirmation", "ask an administrator to confirm the call in WeChat"},
 	89506: {"an administrator refused this IP twice in 24 hours", "calls from this IP are blocked for 24 hours"},
@@ -58,7 +59,9 @@ func Explain(code int64) Explanation {
 	return Explanation{Meaning: "unknown WeChat errcode", Hint: "see the WeChat global return code list"}
 }
 
-var ipInErrmsg = regexp.MustCompile(`invalid ip ([0-9a-fA-F.:]+)`)
+// ipInErrmsg finds the caller IP in WeChat's whitelist errors ("invalid ip
+// 1.2.3.4 ...") and WeCom's ("... from ip: 1.2.3.4, ...").
+var ipInErrmsg = regexp.MustCompile(`(?:invalid ip|from ip:) ([0-9a-fA-F.:]+[0-9a-fA-F])`)
 
 // Describe renders an errcode as one line for logs and errors: its
 // meaning (see Meaning) and what to do about it.
@@ -75,7 +78,7 @@ func Describe(code int64, errmsg string) string {
 // WeChat sees it) is what the operator must add.
 func Meaning(code int64, errmsg string) string {
 	s := Explain(code).Meaning
-	if m := ipInErrmsg.FindStringSubmatch(errmsg); m != nil && (code == 40164 || code == 61004) {
+	if m := ipInErrmsg.FindStringSubmatch(errmsg); m != nil && (code == 40164 || code == 61004 || code == 60020) {
 		s += "; WeChat saw the IP " + m[1]
 	}
 	return s

@@ -25,6 +25,9 @@ const (
 	// Classic is GET /cgi-bin/token: every call issues a new token and the
 	// previous one dies after a short overlap.
 	Classic API = "classic"
+	// WeCom is WeCom's (企业微信) GET /cgi-bin/gettoken?corpid=&corpsecret=:
+	// one token per app secret, the same to every caller while it is valid.
+	WeCom API = "wecom"
 	// JSAPITicket is the JS-SDK's jsapi_ticket (GET
 	// /cgi-bin/ticket/getticket), held like a token: a credential of its
 	// own kind, fetched with the app's access token (TicketFetcher).
@@ -73,7 +76,8 @@ type Fetcher interface {
 }
 
 // HTTPFetcher fetches tokens over HTTP from BaseURL (normally
-// https://api.weixin.qq.com).
+// https://api.weixin.qq.com; https://qyapi.weixin.qq.com for WeCom, where
+// AppID and AppSecret are the corp ID and the app's secret).
 type HTTPFetcher struct {
 	API       API
 	BaseURL   string
@@ -133,6 +137,14 @@ func (f *HTTPFetcher) newRequest(ctx context.Context, force bool) (*http.Request
 	case Classic:
 		endpoint := base + "/cgi-bin/token"
 		q := url.Values{"grant_type": {"client_credential"}, "appid": {f.AppID}, "secret": {f.AppSecret}}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint+"?"+q.Encode(), nil)
+		if err != nil {
+			return nil, endpoint, fmt.Errorf("build request for %s: %w", endpoint, err)
+		}
+		return req, endpoint, nil
+	case WeCom:
+		endpoint := base + "/cgi-bin/gettoken"
+		q := url.Values{"corpid": {f.AppID}, "corpsecret": {f.AppSecret}}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint+"?"+q.Encode(), nil)
 		if err != nil {
 			return nil, endpoint, fmt.Errorf("build request for %s: %w", endpoint, err)

@@ -166,3 +166,26 @@ func TestHTTPFetcherFollowsNoRedirect(t *testing.T) {
 		t.Fatalf("the redirect target got %d requests", n)
 	}
 }
+
+func TestHTTPFetcherWeCom(t *testing.T) {
+	const corpSecret = "corp-app-secret-0123456789"
+	emu, base := emulatorServer(t, emulator.Config{Corps: map[string][]string{"ww1": {corpSecret}}})
+	f := &HTTPFetcher{API: WeCom, BaseURL: base, AppID: "ww1", AppSecret: corpSecret}
+	got, err := f.Fetch(context.Background(), false)
+	if err != nil || got.Value == "" || got.ExpiresIn != MaxLifetime {
+		t.Fatalf("gettoken: %+v, %v", got, err)
+	}
+	for secret, code := range map[string]int64{"wrong-corp-secret": 40001} {
+		_, err := (&HTTPFetcher{API: WeCom, BaseURL: base, AppID: "ww1", AppSecret: secret}).Fetch(context.Background(), false)
+		var apiErr *APIError
+		if !errors.As(err, &apiErr) || apiErr.Code != code || strings.Contains(err.Error(), secret) {
+			t.Fatalf("wrong secret: %v", err)
+		}
+	}
+	emu.SetFaults(emulator.Faults{TokenEndpoint: emulator.FaultIPWhitelist})
+	_, err = f.Fetch(context.Background(), false)
+	if err == nil || !strings.Contains(err.Error(), "errcode 60020") || !strings.Contains(err.Error(), "WeChat saw the IP 127.0.0.1") ||
+		strings.Contains(err.Error(), corpSecret) {
+		t.Fatalf("WeCom's untrusted IP error: %v", err)
+	}
+}

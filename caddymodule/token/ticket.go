@@ -21,6 +21,8 @@ type TicketFetcher struct {
 	Client  *http.Client
 	// RejectedBy are the errcodes meaning the access token was rejected.
 	RejectedBy []int64
+	// WeCom fetches the corp's ticket with GET /cgi-bin/get_jsapi_ticket.
+	WeCom bool
 }
 
 // Fetch implements Fetcher; force is meaningless for tickets.
@@ -45,6 +47,10 @@ func (f *TicketFetcher) Fetch(ctx context.Context, _ bool) (Fetched, error) {
 func (f *TicketFetcher) get(ctx context.Context, accessToken string) (Fetched, error) {
 	endpoint := strings.TrimSuffix(f.BaseURL, "/") + "/cgi-bin/ticket/getticket"
 	q := url.Values{"access_token": {accessToken}, "type": {"jsapi"}}
+	if f.WeCom {
+		endpoint = strings.TrimSuffix(f.BaseURL, "/") + "/cgi-bin/get_jsapi_ticket"
+		q = url.Values{"access_token": {accessToken}}
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint+"?"+q.Encode(), nil)
 	if err != nil {
 		return Fetched{}, fmt.Errorf("build request for %s: %w", endpoint, err)

@@ -26,6 +26,27 @@ const (
 	DemoAppSecret = "demo_app_secret_0123456789abcdef"
 )
 
+// DemoCorpID and DemoCorpSecret are the WeCom corp and app secret the
+// emulator accepts when no -corp is given.
+const (
+	DemoCorpID     = "wwd000000000000001"
+	DemoCorpSecret = "demo_corp_app_secret_0123456789abcdef"
+)
+
+// corpFlags are -corp CORPID:SECRET flags: a corp's apps, by secret.
+type corpFlags map[string][]string
+
+func (c corpFlags) String() string { return fmt.Sprint(len(c), " corps") }
+
+func (c corpFlags) Set(v string) error {
+	id, secret, ok := strings.Cut(v, ":")
+	if !ok || id == "" || secret == "" {
+		return errors.New("want CORPID:SECRET")
+	}
+	c[id] = append(c[id], secret)
+	return nil
+}
+
 type appFlags map[string]string
 
 func (a appFlags) String() string { return fmt.Sprint(len(a), " apps") }
@@ -40,10 +61,11 @@ func (a appFlags) Set(v string) error {
 }
 
 func main() {
-	apps := appFlags{}
+	apps, corps := appFlags{}, corpFlags{}
 	var cfg emulator.Config
 	listen := flag.String("listen", "127.0.0.1:9801", "address to listen on")
 	flag.Var(apps, "app", "an app the emulator knows, as APPID:SECRET (repeatable; default the demo app "+DemoAppID+")")
+	flag.Var(corps, "corp", "a WeCom app the emulator knows, as CORPID:SECRET (repeatable; one corp may have several; default "+DemoCorpID+")")
 	flag.DurationVar(&cfg.TokenTTL, "ttl", 7200*time.Second, "token lifetime (WeChat: 2h)")
 	flag.DurationVar(&cfg.TicketTTL, "ticket-ttl", 0, "JS-SDK jsapi_ticket lifetime (default: -ttl; WeChat: 2h)")
 	flag.DurationVar(&cfg.Overlap, "overlap", 5*time.Minute, "how long a classic token works after the next is issued")
@@ -57,6 +79,10 @@ func main() {
 		apps[DemoAppID] = DemoAppSecret
 	}
 	cfg.Apps = apps
+	if len(corps) == 0 {
+		corps[DemoCorpID] = []string{DemoCorpSecret}
+	}
+	cfg.Corps = corps
 
 	emu := emulator.New(cfg)
 	srv := &http.Server{Addr: *listen, Handler: emu, ReadHeaderTimeout: 10 * time.Second}
@@ -69,7 +95,7 @@ func main() {
 		defer cancel()
 		_ = srv.Shutdown(shutdown)
 	}()
-	log.Printf("WeChat API emulator on http://%s (%d apps, token TTL %s); control: /_emulator/stats, /_emulator/faults, /_emulator/revoke", *listen, len(apps), cfg.TokenTTL)
+	log.Printf("WeChat API emulator on http://%s (%d apps, %d WeCom corps, token TTL %s); control: /_emulator/stats, /_emulator/faults, /_emulator/revoke", *listen, len(apps), len(corps), cfg.TokenTTL)
 	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Fatal(err)
 	}
