@@ -122,6 +122,15 @@ func TestSettingsValidation(t *testing.T) {
 	if s.secret != "from-env" || s.api != "stable" || s.apiBase != DefaultAPIBase {
 		t.Fatalf("defaults: %+v", s)
 	}
+	wecom, err := (&Handler{CorpID: "ww1", CorpSecret: "{env.WX_TEST_SECRET}"}).spec()
+	if err != nil || wecom.api != "wecom" || wecom.apiBase != DefaultWeComAPIBase || !strings.HasPrefix(wecom.managerID(), "ww1-") ||
+		strings.Contains(wecom.managerID(), "from-env") {
+		t.Fatalf("WeCom spec %+v (%s), %v", wecom, wecom.managerID(), err)
+	}
+	other, _ := (&Handler{CorpID: "ww1", CorpSecret: "another"}).spec()
+	if other.identity() == wecom.identity() {
+		t.Fatal("two apps of one corp share an identity")
+	}
 	for name, c := range map[string]struct {
 		h    Handler
 		want string
@@ -143,6 +152,11 @@ func TestSettingsValidation(t *testing.T) {
 		"api_base user":  {Handler{AppID: "wx1", AppSecret: "x", APIBase: "https://u:from-env@h"}, "carries credentials"},
 		"lifetime":       {Handler{AppID: "wx1", AppSecret: "x", MinTokenLifetime: -1}, "min_token_lifetime must not be negative"},
 		"daily limit":    {Handler{AppID: "wx1", AppSecret: "x", DailyRefreshLimit: -2}, "daily_refresh_limit"},
+		"corp and app":   {Handler{AppID: "wx1", CorpID: "ww1", CorpSecret: "x"}, "not both"},
+		"corp token_api": {Handler{CorpID: "ww1", CorpSecret: "x", TokenAPI: "stable"}, "token_api does not apply to WeCom"},
+		"corp no secret": {Handler{CorpID: "ww1"}, "corp_secret is required"},
+		"corp no id":     {Handler{CorpSecret: "x"}, "corp_id is required"},
+		"corp empty":     {Handler{CorpID: "ww1", CorpSecret: "{env.WX_TEST_EMPTY}"}, "corp_secret is empty once placeholders are expanded ({env.WX_TEST_EMPTY})"},
 	} {
 		_, err := c.h.spec()
 		if err == nil || !strings.Contains(err.Error(), c.want) {
