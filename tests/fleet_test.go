@@ -121,4 +121,8 @@ func TestKilledLockHolderDoesNotBlockRenewal(t *testing.T) {
 	if n := w.Stats().ClassicIssued; n != 2 {
 		t.Fatalf("%d tokens issued, want the first and one renewal", n)
 	}
+	// In time: WeChat rejected nothing, expired or replaced.
+	if st := w.Stats(); st.APIRejected[40001]+st.APIRejected[42001] != 0 {
+		t.Fatalf("WeChat rejected %v", st.APIRejected)
+	}
 }

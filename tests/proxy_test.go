@@ -242,7 +242,12 @@ func TestProactiveRenewalAcrossShortLifetimes(t *testing.T) {
 		if n := st.Issued(); n < 4 || n > 8 {
 			t.Fatalf("%d tokens issued in 10 s of 3 s lifetimes", n)
 		}
-		t.Logf("%d requests, %d tokens, %d rejected upstream (then retried)", ok, st.Issued(), st.APIRejected[40001]+st.APIRejected[42001])
+		// Renewed before expiry means WeChat never saw an expired or
+		// replaced token: a proxy that renewed only on 42001 and retried
+		// would pass the checks above.
+		if rejected := st.APIRejected[40001] + st.APIRejected[42001]; rejected != 0 {
+			t.Fatalf("%d of %d requests reached WeChat with a token it rejected", rejected, ok)
+		}
 	})
 }
 
@@ -270,6 +275,11 @@ func TestTokenEndpointOutageWhileTokenValid(t *testing.T) {
 	}
 	if n := w.Stats().ClassicIssued; n < 2 {
 		t.Fatalf("no renewal after the outage (%d tokens)", n)
+	}
+	// The token served through the outage and was replaced before it
+	// expired: WeChat rejected nothing.
+	if st := w.Stats(); st.APIRejected[40001]+st.APIRejected[42001] != 0 {
+		t.Fatalf("WeChat rejected %v", st.APIRejected)
 	}
 }
 

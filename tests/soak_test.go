@@ -222,7 +222,14 @@ func runSoak(t *testing.T, w *wechat, fleet []*caddy, redis *redisServer) {
 		byReason = append(byReason, fmt.Sprintf("%s %d", why, reasons[why]))
 	}
 	fmt.Fprintf(&report, "tokens issued %d (minimum %d: %s), token endpoint calls %d\n", len(history), minimum, strings.Join(byReason, ", "), stats.TokenCalls)
+	// "renewal" above only says a token came at least half a life after the
+	// previous: a proxy renewing when WeChat answers 42001 would fit it.
+	// Renewal before expiry means no request ever met an expired token.
+	fmt.Fprintf(&report, "requests WeChat answered 42001 (expired token): %d\n", stats.APIRejected[42001])
 	t.Log(report.String())
+	if n := stats.APIRejected[42001]; n != 0 {
+		t.Errorf("%d requests reached WeChat with an expired token: a renewal came too late", n)
+	}
 
 	if path := os.Getenv("WECHAT_SOAK_LOG"); path != "" {
 		var logs strings.Builder
