@@ -300,8 +300,14 @@ func (s *Server) IssuedTokens() []string {
 // ServeHTTP routes to the token endpoints, the control endpoints under
 // /_emulator/, or the emulated API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := path.Clean("/" + r.URL.Path)
+	if acceptsGzip(r) && !strings.HasPrefix(p, "/_emulator/") {
+		gz := newGzipWriter(w)
+		defer gz.close()
+		w = gz
+	}
 	// Routed as WeChat's front servers would: on the cleaned path.
-	switch p := path.Clean("/" + r.URL.Path); {
+	switch {
 	case p == "/cgi-bin/token":
 		s.serveClassic(w, r)
 	case p == "/cgi-bin/stable_token":
@@ -757,7 +763,9 @@ func (s *Server) serveEcho(w http.ResponseWriter, r *http.Request) {
 	var kept []string
 	params := 0
 	for _, part := range strings.Split(r.URL.RawQuery, "&") {
-		if key, _, _ := strings.Cut(part, "="); key == "access_token" {
+		// Counted however the key is cased or encoded: WeChat's parser
+		// may well read such a key as the token.
+		if key, _, _ := strings.Cut(part, "="); isTokenKey(key) {
 			params++
 			continue
 		}
@@ -834,4 +842,13 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// isTokenKey reports whether a raw query key decodes to access_token, in
+// any case.
+func isTokenKey(key string) bool {
+	if decoded, err := url.QueryUnescape(key); err == nil {
+		key = decoded
+	}
+	return strings.EqualFold(key, "access_token")
 }

@@ -289,3 +289,31 @@ func TestControlEndpoints(t *testing.T) {
 		t.Fatalf("issued tokens: %v", got)
 	}
 }
+
+func TestAnswersGzippedWhenAskedMediaNot(t *testing.T) {
+	_, srv, _ := newEmu(t)
+	// A transport that neither asks for gzip nor decompresses.
+	raw := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	do := func(path string, gzip bool) *http.Response {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+		if gzip {
+			req.Header.Set("Accept-Encoding", "gzip, deflate")
+		}
+		resp, err := raw.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if got := do("/cgi-bin/user/info?access_token=x", true).Header.Get("Content-Encoding"); got != "gzip" {
+		t.Fatalf("JSON answer to a client accepting gzip: Content-Encoding %q", got)
+	}
+	if got := do("/cgi-bin/user/info?access_token=x", false).Header.Get("Content-Encoding"); got != "" {
+		t.Fatalf("JSON answer to a client not accepting gzip: Content-Encoding %q", got)
+	}
+	if got := do("/_emulator/stats", true).Header.Get("Content-Encoding"); got != "" {
+		t.Fatalf("control endpoint: Content-Encoding %q", got)
+	}
+}

@@ -76,6 +76,11 @@ func TestSlowUploadDoesNotHoldOthers(t *testing.T) {
 		req.Header.Set("Content-Type", "application/json")
 		slow <- do(t, req)
 	}()
+	// The slow upload is in Caddy's hands (its body being held) before the
+	// others start: otherwise they could all finish before it arrived.
+	waitFor(t, "the slow upload to reach Caddy", func() bool {
+		return metric(t, c.scrape(t), "caddy_wechat_replay_held_bytes") > 0
+	})
 	var wg sync.WaitGroup
 	for i := range 20 {
 		wg.Go(func() {

@@ -29,6 +29,9 @@ func TestInvalidConfigFailsAtLoadNamingTheField(t *testing.T) {
 		{"app_id wx1\n app_secret x\n refresh_ahead -5m", "refresh_ahead: must not be negative", ""},
 		{"app_id wx1\n app_secret x\n retry_on 40001 forty", `is not a numeric errcode`, ""},
 		{"app_id wx1\n app_secret x\n max_replay_body much", "max_replay_body", ""},
+		{"app_id wx1\n app_secret x\n passthrough cgi-bin", `passthrough: "cgi-bin" is not a path prefix`, ""},
+		{"app_id wx1\n app_secret x\n passthrough /sns/ /cgi-bin/", `passthrough: "/cgi-bin/" would let clients reach WeChat's token endpoints`, ""},
+		{"corp_id ww1\n corp_secret x\n token_api stable", "token_api does not apply to WeCom", ""},
 	} {
 		file := filepath.Join(dir, fmt.Sprintf("Caddyfile%d", i))
 		config := fmt.Sprintf("{\n\tadmin off\n%s\n}\n:0 {\n\twechat_token {\n %s\n\t}\n\treverse_proxy 127.0.0.1:9\n}\n", c.global, c.block)

@@ -189,3 +189,28 @@ func TestHTTPFetcherWeCom(t *testing.T) {
 		t.Fatalf("WeCom's untrusted IP error: %v", err)
 	}
 }
+
+// No fetch error shows the secret, whatever the token endpoint does: the
+// classic endpoint takes it in the query, which transport errors print.
+func TestNoFetchErrorShowsTheSecret(t *testing.T) {
+	emu, base := emulatorServer(t, emulator.Config{})
+	for _, fault := range []string{emulator.FaultBusy, emulator.FaultHTTP503, emulator.FaultGarbage, emulator.FaultHTML,
+		emulator.FaultEmpty, emulator.FaultReset, emulator.FaultIPWhitelist, emulator.FaultHang, emulator.FaultExpiresZero} {
+		emu.SetFaults(emulator.Faults{TokenEndpoint: fault})
+		for _, api := range []API{Classic, Stable} {
+			f := &HTTPFetcher{API: api, BaseURL: base, AppID: "wxapp", AppSecret: testSecret, Client: &http.Client{Timeout: 300 * time.Millisecond}}
+			_, err := f.Fetch(context.Background(), false)
+			if err == nil {
+				t.Fatalf("%s, %s: no error", fault, api)
+			}
+			if strings.Contains(err.Error(), testSecret) {
+				t.Fatalf("%s, %s: the error shows the secret: %v", fault, api, err)
+			}
+		}
+	}
+	// Nothing listening at all.
+	f := &HTTPFetcher{API: Classic, BaseURL: "http://127.0.0.1:1", AppID: "wxapp", AppSecret: testSecret}
+	if _, err := f.Fetch(context.Background(), false); err == nil || strings.Contains(err.Error(), testSecret) {
+		t.Fatalf("refused connection: %v", err)
+	}
+}
