@@ -67,6 +67,12 @@ type App struct {
 	// directory ($TMPDIR or /tmp).
 	ReplayTempDir string `json:"replay_temp_dir,omitempty"`
 
+	// Third-party platforms (第三方平台), by the name handlers use
+	// (wechat_component_events <name>, wechat_token { component <name> }).
+	Components map[string]*ComponentConfig `json:"components,omitempty"`
+
+	components map[string]*component
+
 	replay   *replay.Pool
 	declared map[string]*declaration
 	order    []string // identities, in declaration order
@@ -101,7 +107,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 	}
 	a.replay = replay.NewPool(replay.Limits{Budget: a.ReplayBudget, MemoryPerBody: a.ReplayMemory, TempDir: dir}, &replayUsage)
-	return nil
+	return a.provisionComponents()
 }
 
 // replayUsage counts the bodies held for replay by every config, so that
@@ -247,6 +253,10 @@ func (a *App) settings(spec credentialSpec, tokens *token.Manager) token.Setting
 	var fetcher token.Fetcher = &token.HTTPFetcher{
 		API: spec.api, BaseURL: spec.apiBase, AppID: spec.appID, AppSecret: spec.secret, Client: fetchClient,
 	}
+	if spec.api == token.Component {
+		fetcher = &token.ComponentFetcher{BaseURL: spec.apiBase, AppID: spec.appID, AppSecret: spec.secret,
+			Ticket: a.verifyTicketReader(spec.appID), Client: fetchClient}
+	}
 	if spec.api == token.JSAPITicket {
 		fetcher = &token.TicketFetcher{BaseURL: spec.apiBase, Tokens: tokens, Client: fetchClient, RejectedBy: DefaultRetryOn}
 		if spec.tokenAPI == token.WeCom {
@@ -328,11 +338,13 @@ func (a *App) Start() error {
 		a.attached = append(a.attached, id)
 		d.ref.resolve(lc.manager)
 	}
+	a.startComponents()
 	return nil
 }
 
 // Stop detaches this config's credentials.
 func (a *App) Stop() error {
+	a.stopComponents()
 	live.Lock()
 	defer live.Unlock()
 	a.detachLocked()
@@ -395,6 +407,13 @@ func liveManagers(appID string, api token.API) []*token.Manager {
 //		replay_budget   <size>
 //		replay_memory   <size>
 //		replay_temp_dir <dir>
+//		component <name> {
+//			component_appid     <appid>
+//			component_appsecret <secret>
+//			token               <message token>
+//			encoding_aes_key    <43 characters>
+//			api_base            <url>
+//		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	var app App
@@ -405,6 +424,20 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		option := d.Val()
+		if option == "component" {
+			name, c, err := parseComponent(d)
+			if err != nil {
+				return nil, err
+			}
+			if app.Components == nil {
+				app.Components = map[string]*ComponentConfig{}
+			}
+			if app.Components[name] != nil {
+				return nil, d.Errf("wechat: component %s: given more than once", name)
+			}
+			app.Components[name] = c
+			continue
+		}
 		if seen[option] {
 			return nil, d.Errf("wechat: %s: given more than once", option)
 		}

@@ -28,6 +28,10 @@ func TestGlobalOption(t *testing.T) {
 	if app.ReplayBudget != 512<<20 || app.ReplayMemory != 32<<10 || app.ReplayTempDir != "/var/tmp" {
 		t.Fatalf("parsed %+v", app)
 	}
+	app, err = parse("wechat {\n component platform {\n component_appid wxc1\n component_appsecret {env.S}\n token t\n encoding_aes_key k\n api_base http://x\n }\n}")
+	if c := app.Components["platform"]; err != nil || c == nil || c.ComponentAppID != "wxc1" || c.ComponentAppSecret != "{env.S}" || c.APIBase != "http://x" {
+		t.Fatalf("component block: %+v, %v", app.Components, err)
+	}
 	if app, err := parse("wechat"); err != nil || app.ReplayBudget != 0 || app.ReplayMemory != 0 || app.ReplayTempDir != "" {
 		t.Fatalf("a bare wechat option: %+v %v", app, err)
 	}
@@ -36,7 +40,10 @@ func TestGlobalOption(t *testing.T) {
 		"wechat {\n replay_memory\n}":                           "replay_memory takes one value",
 		"wechat {\n replay_temp_dir /a /b\n}":                   "replay_temp_dir takes one value",
 		"wechat {\n replay_budget 1GiB\n replay_budget 2GiB\n}": "replay_budget: given more than once",
-		"wechat {\n component x\n}":                             `unrecognized wechat option "component"`,
+		"wechat {\n component\n}":                               "component takes one name",
+		"wechat {\n component x {\n colour red\n }\n}":          `component x: unrecognized option "colour"`,
+		"wechat {\n component x\n component x\n}":               "component x: given more than once",
+		"wechat {\n colour red\n}":                              `unrecognized wechat option "colour"`,
 		"wechat extra":                                          "wrong argument count",
 	} {
 		if _, err := parse(input); err == nil || !strings.Contains(err.Error(), want) {

@@ -116,6 +116,11 @@ type Handler struct {
 	// expiry are not counted. Default: 1000. -1: no cap.
 	DailyRefreshLimit int `json:"daily_refresh_limit,omitempty"`
 
+	// A third-party platform of the wechat app, by name: its own calls
+	// (/cgi-bin/component/...) get its component_access_token instead of
+	// an app's access_token. No app_id or app_secret then.
+	Component string `json:"component,omitempty"`
+
 	// What the proxy does with the calls WeChat authenticates with the
 	// AppSecret instead of a token, /sns/jscode2session (Mini Program login)
 	// and /sns/oauth2/access_token (web OAuth code exchange): "inject"
@@ -135,6 +140,7 @@ type Handler struct {
 	cred        *credentialRef
 	replay      *replay.Pool
 	secretCalls bool   // inject the AppSecret into its calls
+	tokenKey    string // the query parameter the credential goes in
 	appID       string // expanded, for the AppSecret calls
 	secret      string
 	passthrough []string // canonical prefixes
@@ -162,6 +168,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // provision is Provision for the handler named by directive.
 func (h *Handler) provision(ctx caddy.Context, directive string) error {
 	h.logger = ctx.Logger()
+	h.tokenKey = "access_token"
+	if h.Component != "" {
+		return h.provisionComponent(ctx, directive)
+	}
 	spec, err := h.spec()
 	if err != nil {
 		if spec.appID != "" {
@@ -197,6 +207,35 @@ func (h *Handler) provision(ctx caddy.Context, directive string) error {
 	h.appID, h.secret = spec.appID, spec.secret
 	// WeCom has no AppSecret calls: its logins take the token.
 	h.secretCalls = h.AppSecretCalls != "passthrough" && spec.api != token.WeCom
+	return registerMetrics(ctx.GetMetricsRegistry())
+}
+
+// provisionComponent sets up a handler of a platform's own calls: its
+// credential is the platform's component_access_token, which the wechat
+// app declared.
+func (h *Handler) provisionComponent(ctx caddy.Context, directive string) error {
+	if h.AppID != "" || h.AppSecret != "" || h.CorpID != "" || h.CorpSecret != "" || h.TokenAPI != "" {
+		return fmt.Errorf("%s: component %s takes the platform's credentials from the wechat app; give no app_id, app_secret, corp_id, corp_secret or token_api", directive, h.Component)
+	}
+	app, err := ctx.App("wechat")
+	if err != nil {
+		return fmt.Errorf("%s: %w", directive, err)
+	}
+	comp := app.(*App).components[h.Component]
+	if comp == nil {
+		return fmt.Errorf("%s: no component %q in the wechat global option", directive, h.Component)
+	}
+	h.cred, h.tokenKey = comp.ref, "component_access_token"
+	h.param = new(atomic.Pointer[escapedToken])
+	h.passthrough = canonicalPrefixes(h.Passthrough)
+	h.retryOn = h.RetryOn
+	if h.retryOn == nil {
+		h.retryOn = DefaultRetryOn
+	}
+	if h.MaxReplayBody == 0 {
+		h.MaxReplayBody = DefaultMaxReplayBody
+	}
+	h.replay = app.(*App).replay
 	return registerMetrics(ctx.GetMetricsRegistry())
 }
 
@@ -361,7 +400,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// Later handlers and error routes see the client's query, never ours.
 	clientQuery := r.URL.RawQuery
 	defer func() { r.URL.RawQuery = clientQuery }()
-	stripped := wxhttp.StripToken(clientQuery)
+	stripped := wxhttp.StripKey(clientQuery, h.tokenKey)
 	r.URL.RawQuery = wxhttp.WithToken(stripped, h.tokenParam(tok.Value))
 
 	if body != nil && !body.Replayable() {
@@ -448,13 +487,17 @@ func (h *Handler) forwardWithSecret(w http.ResponseWriter, r *http.Request, next
 // tokenParam returns the query parameter for tok, escaped once per token
 // rather than once per request.
 func (h *Handler) tokenParam(tok string) string {
+	render := wxhttp.TokenParam
+	if h.tokenKey != "" && h.tokenKey != "access_token" {
+		render = func(v string) string { return wxhttp.KeyParam(h.tokenKey, v) }
+	}
 	if h.param == nil {
-		return wxhttp.TokenParam(tok)
+		return render(tok)
 	}
 	if p := h.param.Load(); p != nil && p.token == tok {
 		return p.param
 	}
-	p := &escapedToken{token: tok, param: wxhttp.TokenParam(tok)}
+	p := &escapedToken{token: tok, param: render(tok)}
 	h.param.Store(p)
 	return p.param
 }

@@ -41,6 +41,8 @@ type Config struct {
 	// StableWindow is the end part of a stable token's life during which
 	// stable_token hands out the next token (WeChat: 5 minutes).
 	StableWindow time.Duration
+	// Components are the third-party platforms it knows, by component_appid.
+	Components map[string]ComponentApp
 	// Corps are the WeCom corps it knows: corp ID to its apps' secrets.
 	Corps map[string][]string
 	// TicketTTL is the lifetime of JS-SDK tickets (default: TokenTTL).
@@ -120,6 +122,9 @@ type Stats struct {
 	SecretCalls   int            `json:"secret_calls"`       // jscode2session and OAuth code exchanges
 	WeComCalls    int            `json:"wecom_token_calls"`  // calls to WeCom's /cgi-bin/gettoken
 	WeComIssued   int            `json:"wecom_issued"`       // new WeCom tokens
+	// Calls to api_component_token, and component_access_tokens issued.
+	ComponentCalls  int `json:"component_token_calls"`
+	ComponentIssued int `json:"component_issued"`
 }
 
 // Issued is the total of new tokens handed out.
@@ -159,6 +164,8 @@ type Server struct {
 	tokens map[string]*token
 	// tickets holds every jsapi_ticket issued, by value.
 	tickets map[string]*ticket
+	// verifyTickets are the component_verify_tickets pushed, by platform.
+	verifyTickets map[string][]string
 	// corpApps are the WeCom apps that asked for a token, by corp and secret.
 	corpApps map[string]*corpApp
 	// codes are the login codes LoginCode issued; sessions the session
@@ -312,6 +319,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveClassic(w, r)
 	case p == "/cgi-bin/stable_token":
 		s.serveStable(w, r)
+	case p == "/cgi-bin/component/api_component_token":
+		s.serveComponentToken(w, r)
 	case p == "/cgi-bin/gettoken":
 		s.serveWeComToken(w, r)
 	case p == "/cgi-bin/ticket/getticket" || p == "/cgi-bin/get_jsapi_ticket":
@@ -664,6 +673,10 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		errType = "text/plain"
 	}
 	q := r.URL.Query()
+	if strings.HasPrefix(r.URL.Path, "/cgi-bin/component/") {
+		// The platform's own calls carry component_access_token.
+		q = url.Values{"access_token": q["component_access_token"]}
+	}
 	s.mu.Lock()
 	s.stats.APICalls++
 	apiFault := s.faults.API
@@ -765,7 +778,7 @@ func (s *Server) serveEcho(w http.ResponseWriter, r *http.Request) {
 	for _, part := range strings.Split(r.URL.RawQuery, "&") {
 		// Counted however the key is cased or encoded: WeChat's parser
 		// may well read such a key as the token.
-		if key, _, _ := strings.Cut(part, "="); isTokenKey(key) {
+		if key, _, _ := strings.Cut(part, "="); isTokenKey(key, strings.HasPrefix(r.URL.Path, "/cgi-bin/component/")) {
 			params++
 			continue
 		}
@@ -775,7 +788,11 @@ func (s *Server) serveEcho(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	var appID string
-	if t := s.tokens[r.URL.Query().Get("access_token")]; t != nil {
+	tokenKey := "access_token"
+	if strings.HasPrefix(r.URL.Path, "/cgi-bin/component/") {
+		tokenKey = "component_access_token"
+	}
+	if t := s.tokens[r.URL.Query().Get(tokenKey)]; t != nil {
 		appID = t.appID
 	}
 	s.mu.Unlock()
@@ -844,11 +861,14 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// isTokenKey reports whether a raw query key decodes to access_token, in
-// any case.
-func isTokenKey(key string) bool {
+// isTokenKey reports whether a raw query key decodes to access_token (for
+// a platform's call, component_access_token), in any case.
+func isTokenKey(key string, component bool) bool {
 	if decoded, err := url.QueryUnescape(key); err == nil {
 		key = decoded
+	}
+	if component {
+		return strings.EqualFold(key, "component_access_token")
 	}
 	return strings.EqualFold(key, "access_token")
 }

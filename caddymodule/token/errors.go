@@ -45,6 +45,8 @@ var explanations = map[int64]Explanation{
 	47001: {"malformed request body", "report a bug"},
 	61004: {"caller IP is not registered for this app", "add the IP WeChat saw to the whitelist in the WeChat admin console"},
 	60020: {"caller IP is not a trusted IP of the WeCom app", "add the IP WeChat saw to the app's trusted IPs (企业可信IP) in the WeCom admin console"},
+	61005: {"component_verify_ticket expired", "WeChat pushes a new one every 10 minutes to the platform's event URL: check that wechat_component_events receives them"},
+	61006: {"component_verify_ticket invalid", "WeChat pushes a new one every 10 minutes to the platform's event URL: check that wechat_component_events receives them"},
 	89501: {"the caller IP is waiting for an administrator to confirm it", "ask an administrator to confirm the call in WeChat"},
 	89503: {"the caller IP needs an administrator's confirmation", "ask an administrator to confirm the call in WeChat"},
 	89506: {"an administrator refused this IP twice in 24 hours", "calls from this IP are blocked for 24 hours"},

@@ -36,8 +36,11 @@ const (
 
 // Noun names what a manager of this API holds, for log lines.
 func (a API) Noun() string {
-	if a == JSAPITicket {
+	switch a {
+	case JSAPITicket:
 		return "jsapi_ticket"
+	case Component:
+		return "component_access_token"
 	}
 	return "access_token"
 }

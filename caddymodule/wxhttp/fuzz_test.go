@@ -196,7 +196,8 @@ func referenceResolve(p string) string {
 // continues it with something that cannot be part of a name (;params).
 func referenceIsTokenEndpoint(p string) bool {
 	resolved := referenceResolve(p)
-	for _, endpoint := range []string{"/cgi-bin/token", "/cgi-bin/stable_token", "/cgi-bin/gettoken"} {
+	for _, endpoint := range []string{"/cgi-bin/token", "/cgi-bin/stable_token", "/cgi-bin/gettoken",
+		"/cgi-bin/component/api_component_token", "/cgi-bin/component/api_authorizer_token"} {
 		if resolved == endpoint {
 			return true
 		}

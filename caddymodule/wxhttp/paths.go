@@ -8,8 +8,10 @@ import (
 // tokenEndpoints issue tokens. A client calling /cgi-bin/token through the
 // proxy would invalidate the token every app server relies on; none is
 // ever forwarded. /cgi-bin/gettoken is WeCom's (refused for both kinds of
-// app: neither has a use for the other's).
-var tokenEndpoints = []string{"/cgi-bin/token", "/cgi-bin/stable_token", "/cgi-bin/gettoken"}
+// app: neither has a use for the other's); the component endpoints are a
+// third-party platform's, whose fleet token a client's call would replace.
+var tokenEndpoints = []string{"/cgi-bin/token", "/cgi-bin/stable_token", "/cgi-bin/gettoken",
+	"/cgi-bin/component/api_component_token", "/cgi-bin/component/api_authorizer_token"}
 
 // secretEndpoints are the calls WeChat authenticates with the AppSecret
 // itself rather than a token: Mini Program login and the web OAuth code

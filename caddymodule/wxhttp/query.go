@@ -101,3 +101,27 @@ func WithAppSecret(rawQuery, appID, secret string) string {
 	b.WriteString(url.QueryEscape(secret))
 	return b.String()
 }
+
+// StripKey is StripToken for another credential parameter (such as
+// component_access_token): every key decoding to key, in any case, removed.
+func StripKey(rawQuery, key string) string {
+	if key == tokenKey {
+		return StripToken(rawQuery)
+	}
+	var b strings.Builder
+	for part := range strings.SplitSeq(rawQuery, "&") {
+		if part == "" || isParam(part, key) {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(part)
+	}
+	return b.String()
+}
+
+// KeyParam is TokenParam for another credential parameter.
+func KeyParam(key, value string) string {
+	return key + "=" + url.QueryEscape(value)
+}

@@ -1,0 +1,103 @@
+// Package wxcrypt verifies and decrypts the messages WeChat pushes to a
+// third-party platform (and to apps in safe mode): the msg_signature over
+// the message token, timestamp, nonce and ciphertext, and the AES-256-CBC
+// envelope keyed by the 43-character EncodingAESKey. It imports no Caddy.
+package wxcrypt
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/sha1"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// ErrSignature is returned for a push whose msg_signature does not match.
+var ErrSignature = errors.New("msg_signature does not match")
+
+// ErrAppID is returned for a push encrypted for another app.
+var ErrAppID = errors.New("the message is for another appid")
+
+// Cipher checks and opens the pushes of one app or platform.
+type Cipher struct {
+	token string
+	key   []byte // 32 bytes; the IV is its first 16
+	appID string
+}
+
+// New returns the Cipher of the message token, the EncodingAESKey (43
+// characters of base64) and the appid the messages must carry.
+func New(token, encodingAESKey, appID string) (*Cipher, error) {
+	if token == "" {
+		return nil, errors.New("the message token is empty")
+	}
+	if len(encodingAESKey) != 43 {
+		return nil, fmt.Errorf("encoding_aes_key must be 43 characters, got %d", len(encodingAESKey))
+	}
+	key, err := base64.StdEncoding.DecodeString(encodingAESKey + "=")
+	if err != nil || len(key) != 32 {
+		return nil, errors.New("encoding_aes_key is not the base64 of a 32-byte key")
+	}
+	if appID == "" {
+		return nil, errors.New("the appid is empty")
+	}
+	return &Cipher{token: token, key: key, appID: appID}, nil
+}
+
+// Signature is WeChat's msg_signature: the hex SHA-1 of the token,
+// timestamp, nonce and ciphertext, sorted and concatenated.
+func Signature(token, timestamp, nonce, encrypted string) string {
+	parts := []string{token, timestamp, nonce, encrypted}
+	slices.Sort(parts)
+	sum := sha1.Sum([]byte(strings.Join(parts, "")))
+	return hex.EncodeToString(sum[:])
+}
+
+// Open checks msgSignature and decrypts encrypted (the <Encrypt> element),
+// returning the message, which must be for the cipher's appid.
+func (c *Cipher) Open(timestamp, nonce, msgSignature, encrypted string) ([]byte, error) {
+	want := Signature(c.token, timestamp, nonce, encrypted)
+	if subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(msgSignature))) != 1 {
+		return nil, ErrSignature
+	}
+	data, err := base64.StdEncoding.DecodeString(encrypted)
+	if err != nil {
+		return nil, fmt.Errorf("the ciphertext is not base64: %w", err)
+	}
+	if len(data) == 0 || len(data)%aes.BlockSize != 0 {
+		return nil, fmt.Errorf("the ciphertext is %d bytes, not whole AES blocks", len(data))
+	}
+	block, err := aes.NewCipher(c.key)
+	if err != nil {
+		return nil, fmt.Errorf("aes: %w", err)
+	}
+	plain := make([]byte, len(data))
+	cipher.NewCBCDecrypter(block, c.key[:aes.BlockSize]).CryptBlocks(plain, data)
+	// PKCS#7 to a block of 32 bytes, as WeChat pads.
+	pad := int(plain[len(plain)-1])
+	if pad < 1 || pad > 32 || pad > len(plain) || !bytes.Equal(plain[len(plain)-pad:], bytes.Repeat([]byte{byte(pad)}, pad)) {
+		return nil, errors.New("bad padding")
+	}
+	plain = plain[:len(plain)-pad]
+	// 16 random bytes, the message length (4 bytes, big-endian), the
+	// message, the appid.
+	if len(plain) < 20 {
+		return nil, errors.New("the plaintext is too short")
+	}
+	n := binary.BigEndian.Uint32(plain[16:20])
+	if uint64(n) > uint64(len(plain)-20) {
+		return nil, errors.New("the message length runs past the plaintext")
+	}
+	msg, appID := plain[20:20+n], plain[20+n:]
+	if subtle.ConstantTimeCompare(appID, []byte(c.appID)) != 1 {
+		return nil, ErrAppID
+	}
+	return msg, nil
+}

@@ -1,0 +1,76 @@
+package wxcrypt
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"testing"
+)
+
+const (
+	testToken  = "pamtest"
+	testAESKey = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+	testAppID  = "wxb11529c136998cb6"
+)
+
+// seal encrypts as WeChat does, written here from the documentation
+// rather than by inverting Open.
+func seal(t *testing.T, key []byte, msg, appID string) string {
+	t.Helper()
+	var plain bytes.Buffer
+	plain.WriteString("0123456789abcdef") // the random prefix
+	_ = binary.Write(&plain, binary.BigEndian, uint32(len(msg)))
+	plain.WriteString(msg)
+	plain.WriteString(appID)
+	pad := 32 - plain.Len()%32
+	plain.Write(bytes.Repeat([]byte{byte(pad)}, pad))
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]byte, plain.Len())
+	cipher.NewCBCEncrypter(block, key[:16]).CryptBlocks(out, plain.Bytes())
+	return base64.StdEncoding.EncodeToString(out)
+}
+
+func TestOpen(t *testing.T) {
+	c, err := New(testToken, testAESKey, testAppID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := base64.StdEncoding.DecodeString(testAESKey + "=")
+	msg := "<xml><AppId><![CDATA[" + testAppID + "]]></AppId><InfoType><![CDATA[component_verify_ticket]]></InfoType></xml>"
+	enc := seal(t, key, msg, testAppID)
+	sig := Signature(testToken, "1409304348", "xxxxxx", enc)
+	got, err := c.Open("1409304348", "xxxxxx", sig, enc)
+	if err != nil || string(got) != msg {
+		t.Fatalf("Open: %q, %v", got, err)
+	}
+	if _, err := c.Open("1409304349", "xxxxxx", sig, enc); !errors.Is(err, ErrSignature) {
+		t.Fatalf("another timestamp: %v", err)
+	}
+	other := seal(t, key, msg, "wxsomeoneelse")
+	if _, err := c.Open("1", "n", Signature(testToken, "1", "n", other), other); !errors.Is(err, ErrAppID) {
+		t.Fatalf("another appid: %v", err)
+	}
+	for _, garbage := range []string{"", "not base64!", base64.StdEncoding.EncodeToString([]byte("short")),
+		base64.StdEncoding.EncodeToString(make([]byte, 32))} {
+		if _, err := c.Open("1", "n", Signature(testToken, "1", "n", garbage), garbage); err == nil {
+			t.Fatalf("garbage %q opened", garbage)
+		}
+	}
+	for _, bad := range [][3]string{{"", testAESKey, testAppID}, {testToken, "short", testAppID}, {testToken, testAESKey, ""}} {
+		if _, err := New(bad[0], bad[1], bad[2]); err == nil {
+			t.Fatalf("New%q accepted", bad)
+		}
+	}
+}
+
+func TestSignatureSortsItsParts(t *testing.T) {
+	if Signature("b", "a", "d", "c") != Signature("a", "b", "c", "d") {
+		t.Fatal("the parts are not sorted")
+	}
+}

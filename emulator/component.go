@@ -1,0 +1,158 @@
+package emulator
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Third-party platforms (第三方平台): WeChat pushes a component_verify_ticket
+// to the platform's event URL every 10 minutes, encrypted with the
+// platform's EncodingAESKey and signed with its message token; the
+// platform trades the latest ticket and its secret for a
+// component_access_token at POST /cgi-bin/component/api_component_token.
+// Here the pushes are made on demand (ComponentPush) and sent by the test.
+
+// ComponentApp is a platform the emulator knows.
+type ComponentApp struct {
+	Secret string
+	Token  string // the message token
+	AESKey string // the 43-character EncodingAESKey
+}
+
+// ComponentPush builds a push of infoType for the platform appID, as
+// WeChat would POST it to the event URL: the query (timestamp, nonce,
+// encrypt_type, msg_signature) and the XML body. For
+// component_verify_ticket it issues a new ticket, which
+// api_component_token then accepts. sealedFor, if set, is the appid
+// written inside the envelope instead of appID (a push for someone else).
+func (s *Server) ComponentPush(appID, infoType string, fields map[string]string, sealedFor string) (url.Values, []byte, error) {
+	s.mu.Lock()
+	app, ok := s.cfg.Components[appID]
+	if !ok {
+		s.mu.Unlock()
+		return nil, nil, fmt.Errorf("unknown component %s", appID)
+	}
+	var inner strings.Builder
+	fmt.Fprintf(&inner, "<xml><AppId><![CDATA[%s]]></AppId><CreateTime>%d</CreateTime><InfoType><![CDATA[%s]]></InfoType>",
+		appID, s.cfg.Now().Unix(), infoType)
+	if infoType == "component_verify_ticket" {
+		ticket := "ticket@@@" + newTokenValue(64)
+		if s.verifyTickets == nil {
+			s.verifyTickets = map[string][]string{}
+		}
+		s.verifyTickets[appID] = append(s.verifyTickets[appID], ticket)
+		fmt.Fprintf(&inner, "<ComponentVerifyTicket><![CDATA[%s]]></ComponentVerifyTicket>", ticket)
+	}
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&inner, "<%s><![CDATA[%s]]></%s>", k, fields[k], k)
+	}
+	inner.WriteString("</xml>")
+	s.mu.Unlock()
+	if sealedFor == "" {
+		sealedFor = appID
+	}
+	encrypted, err := sealMessage(app.AESKey, []byte(inner.String()), sealedFor)
+	if err != nil {
+		return nil, nil, err
+	}
+	timestamp, nonce := strconv.FormatInt(s.cfg.Now().Unix(), 10), randomHex(10)
+	parts := []string{app.Token, timestamp, nonce, encrypted}
+	sort.Strings(parts)
+	sum := sha1.Sum([]byte(strings.Join(parts, "")))
+	q := url.Values{"timestamp": {timestamp}, "nonce": {nonce}, "encrypt_type": {"aes"}, "msg_signature": {hex.EncodeToString(sum[:])}}
+	body := fmt.Sprintf("<xml><AppId><![CDATA[%s]]></AppId><Encrypt><![CDATA[%s]]></Encrypt></xml>", appID, encrypted)
+	return q, []byte(body), nil
+}
+
+// sealMessage encrypts msg for appID as WeChat does: 16 random bytes, the
+// length (4 bytes, big-endian), the message and the appid, PKCS#7-padded
+// to 32 bytes, AES-256-CBC with the key's first 16 bytes as IV.
+func sealMessage(aesKey string, msg []byte, appID string) (string, error) {
+	key, err := base64.StdEncoding.DecodeString(aesKey + "=")
+	if err != nil || len(key) != 32 {
+		return "", fmt.Errorf("bad EncodingAESKey")
+	}
+	var plain bytes.Buffer
+	random := make([]byte, 16)
+	_, _ = io.ReadFull(rand.Reader, random)
+	plain.Write(random)
+	_ = binary.Write(&plain, binary.BigEndian, uint32(len(msg)))
+	plain.Write(msg)
+	plain.WriteString(appID)
+	pad := 32 - plain.Len()%32
+	plain.Write(bytes.Repeat([]byte{byte(pad)}, pad))
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return "", err
+	}
+	out := make([]byte, plain.Len())
+	cipher.NewCBCEncrypter(block, key[:16]).CryptBlocks(out, plain.Bytes())
+	return base64.StdEncoding.EncodeToString(out), nil
+}
+
+func (s *Server) serveComponentToken(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		AppID  string `json:"component_appid"`
+		Secret string `json:"component_appsecret"`
+		Ticket string `json:"component_verify_ticket"`
+	}
+	s.mu.Lock()
+	s.stats.ComponentCalls++
+	fault := s.faults.TokenEndpoint
+	s.mu.Unlock()
+	if s.tokenFault(w, r, fault) {
+		return
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req); err != nil {
+		wxError(w, jsonType, 47001, "data format error")
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	app, ok := s.cfg.Components[req.AppID]
+	switch {
+	case !ok:
+		wxError(w, jsonType, 40013, "invalid appid")
+		return
+	case req.Secret != app.Secret:
+		wxError(w, jsonType, 40125, "invalid appsecret")
+		return
+	}
+	known := false
+	for _, t := range s.verifyTickets[req.AppID] {
+		known = known || t == req.Ticket
+	}
+	if !known {
+		wxError(w, jsonType, 61006, "component ticket is invalid")
+		return
+	}
+	now := s.cfg.Now()
+	for _, t := range s.tokens {
+		// The previous component token keeps working for the overlap.
+		if t.appID == req.AppID && t.family == "component" && (t.revoked.IsZero() || now.Add(s.cfg.Overlap).Before(t.revoked)) {
+			t.revoked = now.Add(s.cfg.Overlap)
+		}
+	}
+	t := s.issue(req.AppID, "component", now)
+	s.stats.ComponentIssued++
+	writeJSON(w, jsonType, map[string]any{"component_access_token": t.value, "expires_in": s.expiresIn(t, now)})
+}

@@ -1,0 +1,181 @@
+package tests
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddy-wechat/caddy-wechat/emulator"
+)
+
+// The third-party platform of these tests.
+const (
+	componentAppID  = "wxcomp0000000001"
+	componentSecret = "component-secret-0123456789abcdef"
+	componentToken  = "platform-message-token"
+	componentAESKey = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+)
+
+func startPlatformWeChat(t *testing.T) *wechat {
+	t.Helper()
+	return startWeChat(t, emulator.Config{Components: map[string]emulator.ComponentApp{
+		componentAppID: {Secret: componentSecret, Token: componentToken, AESKey: componentAESKey},
+	}})
+}
+
+// platformGlobal is the wechat global option naming the platform.
+func (w *wechat) platformGlobal() string {
+	return fmt.Sprintf(`wechat {
+		component platform {
+			component_appid %s
+			component_appsecret %s
+			token %s
+			encoding_aes_key %s
+			api_base %s
+		}
+	}`, componentAppID, componentSecret, componentToken, componentAESKey, w.URL)
+}
+
+// platformSite takes pushes on /events and proxies the platform's calls.
+func (w *wechat) platformSite() string {
+	return fmt.Sprintf(`handle /events {
+		wechat_component_events platform
+	}
+	handle /cgi-bin/component/* {
+		wechat_token {
+			component platform
+		}
+		reverse_proxy %s
+	}`, w.URL)
+}
+
+func startPlatform(t *testing.T, w *wechat, storage string) *caddy {
+	t.Helper()
+	c := startCaddyWith(t, w, w.platformSite(), caddyOptions{global: w.platformGlobal(), storage: storage})
+	c.secrets = append(c.secrets, componentSecret, componentAESKey)
+	return c
+}
+
+// push POSTs what WeChat would to the event URL and returns the status
+// and body.
+func (c *caddy) push(t *testing.T, q url.Values, body []byte) (int, string) {
+	t.Helper()
+	resp, err := client.Post(c.url("/events?"+q.Encode()), "text/xml", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestPlatformTicketAndComponentToken(t *testing.T) {
+	w := startPlatformWeChat(t)
+	c := startPlatform(t, w, "")
+	call := func() answer { return get(t, c.url("/cgi-bin/component/api_get_authorizer_list?x=1")) }
+
+	// No ticket yet: no component token, the 503.
+	wechatShaped(t, "before any ticket", call(), http.StatusServiceUnavailable)
+
+	q, body, err := w.ComponentPush(componentAppID, "component_verify_ticket", nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, got := c.push(t, q, body); status != 200 || got != "success" {
+		t.Fatalf("ticket push: %d %q", status, got)
+	}
+	waitFor(t, "the component token", func() bool { return call().Errcode == 0 })
+	if a := call(); a.AppID != componentAppID || a.TokenParams != 1 || a.Query != "x=1" {
+		t.Fatalf("through the proxy: %s", a.Raw)
+	}
+	// A repeat of a push already handled: success again.
+	if status, got := c.push(t, q, body); status != 200 || got != "success" {
+		t.Fatalf("repeated push: %d %q", status, got)
+	}
+	// A bad signature, or a push sealed for another appid: 403, nothing kept.
+	bad := url.Values{}
+	for k, v := range q {
+		bad[k] = v
+	}
+	bad.Set("msg_signature", strings.Repeat("0", 40))
+	if status, _ := c.push(t, bad, body); status != http.StatusForbidden {
+		t.Fatalf("bad signature: %d", status)
+	}
+	q2, body2, _ := w.ComponentPush(componentAppID, "component_verify_ticket", nil, "wxsomeoneelse")
+	if status, _ := c.push(t, q2, body2); status != http.StatusForbidden {
+		t.Fatalf("push for another appid: %d", status)
+	}
+
+	// A client's call of the platform's token endpoints is refused.
+	wechatShaped(t, "api_component_token", post(t, c.url("/cgi-bin/component/api_component_token"), "application/json", []byte(`{}`)), http.StatusForbidden)
+	wechatShaped(t, "api_authorizer_token", post(t, c.url("/cgi-bin/component/api_authorizer_token"), "application/json", []byte(`{}`)), http.StatusForbidden)
+
+	// WeChat drops the component token: one refresh, the call replayed.
+	before := w.Stats()
+	w.Revoke(componentAppID)
+	if a := call(); a.Errcode != 0 {
+		t.Fatalf("after a revocation: %s", a.Raw)
+	}
+	if n := w.Stats().ComponentIssued - before.ComponentIssued; n != 1 {
+		t.Fatalf("%d component tokens after one revocation", n)
+	}
+}
+
+// Two instances on one storage: a ticket pushed to one serves both, and
+// the fleet fetches one component token.
+func TestPlatformFleetSharesTicketAndToken(t *testing.T) {
+	w := startPlatformWeChat(t)
+	storage := filepath.Join(t.TempDir(), "shared")
+	a := startPlatform(t, w, storage)
+	b := startPlatform(t, w, storage)
+	q, body, err := w.ComponentPush(componentAppID, "component_verify_ticket", nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, got := a.push(t, q, body); status != 200 || got != "success" {
+		t.Fatalf("ticket push: %d %q", status, got)
+	}
+	for _, c := range []*caddy{a, b} {
+		waitFor(t, "the component token on "+c.site, func() bool {
+			return get(t, c.url("/cgi-bin/component/api_get_authorizer_list")).Errcode == 0
+		})
+	}
+	if st := w.Stats(); st.ComponentIssued != 1 {
+		t.Fatalf("a fleet of two: %d component tokens in %d calls", st.ComponentIssued, st.ComponentCalls)
+	}
+}
+
+func TestPlatformAdminStatus(t *testing.T) {
+	w := startPlatformWeChat(t)
+	c := startPlatform(t, w, "")
+	var st struct {
+		Name           string `json:"name"`
+		AppID          string `json:"component_appid"`
+		TicketAge      *int64 `json:"verify_ticket_age_seconds"`
+		TicketError    string `json:"verify_ticket_error"`
+		ComponentToken *struct {
+			Valid bool `json:"valid"`
+		} `json:"component_access_token"`
+	}
+	c.adminCall(t, http.MethodGet, "/wechat_token/components/platform", &st)
+	if st.Name != "platform" || st.AppID != componentAppID || st.TicketAge != nil || st.TicketError == "" {
+		t.Fatalf("before a ticket: %+v", st)
+	}
+	q, body, _ := w.ComponentPush(componentAppID, "component_verify_ticket", nil, "")
+	c.push(t, q, body)
+	waitFor(t, "the component token", func() bool {
+		c.adminCall(t, http.MethodGet, "/wechat_token/components/platform", &st)
+		return st.ComponentToken != nil && st.ComponentToken.Valid
+	})
+	if st.TicketAge == nil || *st.TicketAge > 5 {
+		t.Fatalf("after a ticket: %+v", st)
+	}
+	if status := c.adminCall(t, http.MethodGet, "/wechat_token/components/nosuch", nil); status != http.StatusNotFound {
+		t.Fatalf("unknown component: %d", status)
+	}
+}
