@@ -22,7 +22,8 @@ func init() {
 //	GET  /wechat_token/apps                       status of every app's token
 //	POST /wechat_token/apps/{app_id}/refresh      renew now (?force=1: stable force_refresh;
 //	                                              ?token_api=stable|classic to pick one)
-//	GET  /wechat_token/components/{name}          a third-party platform's ticket and token
+//	GET  /wechat_token/components/{name}          a third-party platform's ticket, token, accounts
+//	POST /wechat_token/components/{name}/authorizers  import accounts authorized before the proxy
 //
 // Neither ever shows a token or a secret. They are as protected as the
 // admin endpoint itself (loopback by default).
@@ -44,11 +45,8 @@ func (a adminAPI) Routes() []caddy.AdminRoute {
 func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	path := strings.TrimPrefix(r.URL.Path, "/wechat_token/")
 	switch {
-	case strings.HasPrefix(path, "components/") && !strings.Contains(strings.TrimPrefix(path, "components/"), "/"):
-		if r.Method != http.MethodGet {
-			return methodNotAllowed(w, http.MethodGet)
-		}
-		return serveComponentStatus(w, r, strings.TrimPrefix(path, "components/"))
+	case strings.HasPrefix(path, "components/"):
+		return serveComponent(w, r, strings.TrimPrefix(path, "components/"))
 	case path == "apps":
 		if r.Method != http.MethodGet {
 			return methodNotAllowed(w, http.MethodGet)

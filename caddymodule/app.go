@@ -345,6 +345,7 @@ func (a *App) Start() error {
 // Stop detaches this config's credentials.
 func (a *App) Stop() error {
 	a.stopComponents()
+	a.stopAuthorizers()
 	live.Lock()
 	defer live.Unlock()
 	a.detachLocked()

@@ -55,7 +55,7 @@ func (h *Handler) unmarshalBlock(d *caddyfile.Dispenser, extra func(d *caddyfile
 	values := map[string]*string{
 		"app_id": &h.AppID, "app_secret": &h.AppSecret, "token_api": &h.TokenAPI, "api_base": &h.APIBase,
 		"app_secret_calls": &h.AppSecretCalls, "corp_id": &h.CorpID, "corp_secret": &h.CorpSecret,
-		"component": &h.Component,
+		"component": &h.Component, "authorizer": &h.Authorizer,
 	}
 	durations := map[string]*caddy.Duration{
 		"refresh_ahead": &h.RefreshAhead, "fetch_timeout": &h.FetchTimeout, "min_refresh_interval": &h.MinRefreshInterval,

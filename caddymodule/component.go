@@ -47,6 +47,8 @@ type component struct {
 	spec   credentialSpec // its component_access_token
 	cipher *wxcrypt.Cipher
 	ref    *credentialRef
+	// authorizers are this config's managers of the accounts' tokens.
+	authorizers *authorizerSet
 }
 
 func parseComponent(d *caddyfile.Dispenser) (string, *ComponentConfig, error) {
@@ -98,7 +100,8 @@ func (a *App) provisionComponents() error {
 		if err != nil {
 			return err
 		}
-		a.components[name] = &component{name: name, spec: spec, cipher: cipher, ref: ref}
+		a.components[name] = &component{name: name, spec: spec, cipher: cipher, ref: ref,
+			authorizers: &authorizerSet{managers: map[string]*token.Manager{}}}
 	}
 	return nil
 }
@@ -200,6 +203,7 @@ type pushMessage struct {
 	InfoType              string `xml:"InfoType"`
 	ComponentVerifyTicket string `xml:"ComponentVerifyTicket"`
 	AuthorizerAppID       string `xml:"AuthorizerAppid"`
+	AuthorizationCode     string `xml:"AuthorizationCode"`
 }
 
 // ServeHTTP handles one push; it never calls next.
@@ -236,11 +240,25 @@ func (e *ComponentEvents) ServeHTTP(w http.ResponseWriter, r *http.Request, _ ca
 				zap.String("component", e.Component), zap.Error(err))
 			return writeWeChatError(w, http.StatusServiceUnavailable, "wechat_token: cannot store the ticket")
 		}
+	case "authorized", "updateauthorized":
+		// The code is good for a short while: exchange it at once.
+		ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
+		appID, err := e.app.queryAuth(ctx, e.comp, msg.AuthorizationCode)
+		cancel()
+		if err != nil {
+			e.logger.Error("authorization not recorded: api_query_auth failed", zap.String("component", e.Component),
+				zap.String("authorizer_appid", msg.AuthorizerAppID), zap.Error(err))
+			return writeWeChatError(w, http.StatusServiceUnavailable, "wechat_token: the authorization could not be recorded")
+		}
+		e.logger.Info("account authorized the platform", zap.String("component", e.Component), zap.String("authorizer_appid", appID))
+	case "unauthorized":
+		if err := e.app.forgetAuthorizer(r.Context(), e.comp, msg.AuthorizerAppID); err != nil {
+			e.logger.Error("cannot forget the account", zap.String("authorizer_appid", msg.AuthorizerAppID), zap.Error(err))
+			return writeWeChatError(w, http.StatusServiceUnavailable, "wechat_token: cannot forget the account")
+		}
+		e.logger.Info("account ended its authorization", zap.String("component", e.Component), zap.String("authorizer_appid", msg.AuthorizerAppID))
 	default:
-		// Authorizer events (authorized, updateauthorized, unauthorized)
-		// are not handled yet: see the README.
-		e.logger.Warn("push not handled", zap.String("component", e.Component), zap.String("info_type", msg.InfoType),
-			zap.String("authorizer_appid", msg.AuthorizerAppID))
+		e.logger.Info("push of a kind the proxy does not act on", zap.String("component", e.Component), zap.String("info_type", msg.InfoType))
 	}
 	w.Header().Set("Content-Type", "text/plain")
 	_, err = io.WriteString(w, "success")
@@ -328,12 +346,23 @@ type componentStatus struct {
 	AuthorizerFailures int           `json:"authorizer_failures"`
 }
 
-func serveComponentStatus(w http.ResponseWriter, r *http.Request, name string) error {
+func serveComponent(w http.ResponseWriter, r *http.Request, path string) error {
+	name, sub, _ := strings.Cut(path, "/")
 	liveComponents.Lock()
 	lc, ok := liveComponents.byName[name]
 	liveComponents.Unlock()
 	if !ok {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no component %q in the running config", name)}
+	}
+	switch {
+	case sub == "authorizers" && r.Method == http.MethodPost:
+		return importAuthorizers(w, r, lc)
+	case sub == "authorizers":
+		return methodNotAllowed(w, http.MethodPost)
+	case sub != "":
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no such wechat_token admin route: %s", r.URL.Path)}
+	case r.Method != http.MethodGet:
+		return methodNotAllowed(w, http.MethodGet)
 	}
 	st := componentStatus{Name: name, ComponentAppID: lc.comp.spec.appID}
 	if t, err := lc.app.loadVerifyTicket(r.Context(), lc.comp.spec.appID); err != nil {
@@ -346,5 +375,6 @@ func serveComponentStatus(w http.ResponseWriter, r *http.Request, name string) e
 		s := m.Status()
 		st.ComponentToken = &s
 	}
+	st.Authorizers, st.AuthorizerFailures = lc.app.authorizerCounts(r.Context(), lc.comp)
 	return writeJSON(w, http.StatusOK, st)
 }

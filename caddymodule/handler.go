@@ -121,6 +121,12 @@ type Handler struct {
 	// an app's access_token. No app_id or app_secret then.
 	Component string `json:"component,omitempty"`
 
+	// With component: "path" serves the accounts that authorized the
+	// platform, the first path segment naming the account
+	// (/<authorizer_appid>/<API path>); it is removed and the account's
+	// access_token added. An account without an authorization gets 404.
+	Authorizer string `json:"authorizer,omitempty"`
+
 	// What the proxy does with the calls WeChat authenticates with the
 	// AppSecret instead of a token, /sns/jscode2session (Mini Program login)
 	// and /sns/oauth2/access_token (web OAuth code exchange): "inject"
@@ -141,11 +147,15 @@ type Handler struct {
 	replay      *replay.Pool
 	secretCalls bool   // inject the AppSecret into its calls
 	tokenKey    string // the query parameter the credential goes in
-	appID       string // expanded, for the AppSecret calls
-	secret      string
-	passthrough []string // canonical prefixes
-	retryOn     []int64
-	logger      *zap.Logger
+	// authorizer path mode: the app and platform the accounts belong to
+	authorizerPath bool
+	app            *App
+	comp           *component
+	appID          string // expanded, for the AppSecret calls
+	secret         string
+	passthrough    []string // canonical prefixes
+	retryOn        []int64
+	logger         *zap.Logger
 	// param caches the escaped token parameter; a pointer because a
 	// Handler is copied as a value before it is provisioned.
 	param *atomic.Pointer[escapedToken]
@@ -210,6 +220,16 @@ func (h *Handler) provision(ctx caddy.Context, directive string) error {
 	return registerMetrics(ctx.GetMetricsRegistry())
 }
 
+// cutAuthorizer splits /<appid>/<rest> into the appid and /<rest>.
+func cutAuthorizer(p string) (appID, rest string, ok bool) {
+	trimmed := strings.TrimPrefix(p, "/")
+	appID, rest, found := strings.Cut(trimmed, "/")
+	if !found || !validAppID(appID) {
+		return "", "", false
+	}
+	return appID, "/" + rest, true
+}
+
 // provisionComponent sets up a handler of a platform's own calls: its
 // credential is the platform's component_access_token, which the wechat
 // app declared.
@@ -226,6 +246,13 @@ func (h *Handler) provisionComponent(ctx caddy.Context, directive string) error 
 		return fmt.Errorf("%s: no component %q in the wechat global option", directive, h.Component)
 	}
 	h.cred, h.tokenKey = comp.ref, "component_access_token"
+	switch h.Authorizer {
+	case "":
+	case "path":
+		h.authorizerPath, h.app, h.comp, h.tokenKey = true, app.(*App), comp, "access_token"
+	default:
+		return fmt.Errorf("%s: authorizer %q: only path is supported (/<authorizer_appid>/<API path>)", directive, h.Authorizer)
+	}
 	h.param = new(atomic.Pointer[escapedToken])
 	h.passthrough = canonicalPrefixes(h.Passthrough)
 	h.retryOn = h.RetryOn
@@ -362,6 +389,15 @@ var fetchClient = &http.Client{Transport: &http.Transport{
 // answers that the token was rejected, refreshes it (once for all requests
 // that failed with it) and replays the request once.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	var authorizer string // the account, in authorizer path mode
+	if h.authorizerPath {
+		var rest string
+		var ok bool
+		if authorizer, rest, ok = cutAuthorizer(r.URL.Path); !ok {
+			return writeWeChatError(w, http.StatusNotFound, "wechat_token: the path must start with the authorizer's appid: /<authorizer_appid>/<API path>")
+		}
+		r.URL.Path, r.URL.RawPath = rest, ""
+	}
 	switch wxhttp.Route(r.URL.Path, h.passthrough, h.secretCalls) {
 	case wxhttp.Refuse:
 		return writeWeChatError(w, http.StatusForbidden, "wechat_token: "+r.URL.Path+
@@ -372,7 +408,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case wxhttp.AppSecret:
 		return h.forwardWithSecret(w, r, next)
 	}
-	m, err := h.cred.get(r.Context())
+	var m *token.Manager
+	var err error
+	if h.authorizerPath {
+		m, err = h.app.authorizerManager(r.Context(), h.comp, authorizer)
+		if errors.Is(err, errUnknownAuthorizer) {
+			return writeWeChatError(w, http.StatusNotFound, "wechat_token: "+authorizer+": "+err.Error())
+		}
+	} else {
+		m, err = h.cred.get(r.Context())
+	}
 	if err != nil {
 		if ctxErr := r.Context().Err(); ctxErr != nil {
 			return ctxErr

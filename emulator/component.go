@@ -156,3 +156,133 @@ func (s *Server) serveComponentToken(w http.ResponseWriter, r *http.Request) {
 	s.stats.ComponentIssued++
 	writeJSON(w, jsonType, map[string]any{"component_access_token": t.value, "expires_in": s.expiresIn(t, now)})
 }
+
+// authorization is an account's authorization of a platform.
+type authorization struct {
+	refreshToken string
+	revoked      bool
+}
+
+// AuthorizeAccount makes authorizerAppID authorize the platform and
+// returns the authorization code WeChat would push (InfoType authorized,
+// field AuthorizationCode), good for one api_query_auth.
+func (s *Server) AuthorizeAccount(componentAppID, authorizerAppID string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	code := "queryauthcode@@@" + newTokenValue(40)
+	if s.authCodes == nil {
+		s.authCodes = map[string][2]string{}
+	}
+	s.authCodes[code] = [2]string{componentAppID, authorizerAppID}
+	return code
+}
+
+// ImportAuthorizer records an account that authorized the platform before
+// (outside the test) and returns its refresh token, as the platform's old
+// system would hold it.
+func (s *Server) ImportAuthorizer(componentAppID, authorizerAppID string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.authorizeLocked(componentAppID, authorizerAppID)
+}
+
+func (s *Server) authorizeLocked(componentAppID, authorizerAppID string) string {
+	if s.authorizations == nil {
+		s.authorizations = map[[2]string]*authorization{}
+	}
+	a := &authorization{refreshToken: "refreshtoken@@@" + newTokenValue(40)}
+	s.authorizations[[2]string{componentAppID, authorizerAppID}] = a
+	return a.refreshToken
+}
+
+// Unauthorize ends an account's authorization: its refresh token and
+// tokens stop working.
+func (s *Server) Unauthorize(componentAppID, authorizerAppID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.authorizations[[2]string{componentAppID, authorizerAppID}]; a != nil {
+		a.revoked = true
+	}
+	now := s.cfg.Now()
+	for _, t := range s.tokens {
+		if t.appID == authorizerAppID && t.family == "authorizer" && t.revoked.IsZero() {
+			t.revoked = now
+		}
+	}
+}
+
+// componentCaller checks the component_access_token of a platform's call;
+// s.mu is held. It returns the platform's appid, or an errcode.
+func (s *Server) componentCaller(r *http.Request) (string, int, string) {
+	q := url.Values{"access_token": r.URL.Query()["component_access_token"]}
+	if code, msg := s.checkToken(q); code != 0 {
+		return "", code, msg
+	}
+	return s.tokens[q.Get("access_token")].appID, 0, ""
+}
+
+// issueAuthorizerLocked issues a token for an account; s.mu is held.
+func (s *Server) issueAuthorizerLocked(authorizerAppID string) *token {
+	now := s.cfg.Now()
+	for _, t := range s.tokens {
+		if t.appID == authorizerAppID && t.family == "authorizer" && (t.revoked.IsZero() || now.Add(s.cfg.Overlap).Before(t.revoked)) {
+			t.revoked = now.Add(s.cfg.Overlap)
+		}
+	}
+	s.stats.AuthorizerIssued++
+	return s.issue(authorizerAppID, "authorizer", now)
+}
+
+func (s *Server) serveQueryAuth(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		AppID string `json:"component_appid"`
+		Code  string `json:"authorization_code"`
+	}
+	_ = json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats.QueryAuthCalls++
+	caller, code, msg := s.componentCaller(r)
+	if code != 0 {
+		wxError(w, jsonType, code, msg)
+		return
+	}
+	pair, ok := s.authCodes[req.Code]
+	if !ok || pair[0] != caller || req.AppID != caller {
+		wxError(w, jsonType, 61010, "code is expired or invalid")
+		return
+	}
+	delete(s.authCodes, req.Code)
+	refresh := s.authorizeLocked(pair[0], pair[1])
+	t := s.issueAuthorizerLocked(pair[1])
+	writeJSON(w, jsonType, map[string]any{"authorization_info": map[string]any{
+		"authorizer_appid": pair[1], "authorizer_access_token": t.value, "expires_in": s.expiresIn(t, s.cfg.Now()),
+		"authorizer_refresh_token": refresh, "func_info": []any{},
+	}})
+}
+
+func (s *Server) serveAuthorizerToken(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		AppID        string `json:"component_appid"`
+		Authorizer   string `json:"authorizer_appid"`
+		RefreshToken string `json:"authorizer_refresh_token"`
+	}
+	_ = json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats.AuthorizerCalls++
+	caller, code, msg := s.componentCaller(r)
+	if code != 0 {
+		wxError(w, jsonType, code, msg)
+		return
+	}
+	a := s.authorizations[[2]string{caller, req.Authorizer}]
+	if req.AppID != caller || a == nil || a.revoked || a.refreshToken != req.RefreshToken {
+		wxError(w, jsonType, 61023, "refresh_token is invalid")
+		return
+	}
+	t := s.issueAuthorizerLocked(req.Authorizer)
+	writeJSON(w, jsonType, map[string]any{
+		"authorizer_access_token": t.value, "expires_in": s.expiresIn(t, s.cfg.Now()), "authorizer_refresh_token": a.refreshToken,
+	})
+}

@@ -125,6 +125,11 @@ type Stats struct {
 	// Calls to api_component_token, and component_access_tokens issued.
 	ComponentCalls  int `json:"component_token_calls"`
 	ComponentIssued int `json:"component_issued"`
+	// Calls to api_query_auth and api_authorizer_token, and authorizer
+	// tokens issued.
+	QueryAuthCalls   int `json:"query_auth_calls"`
+	AuthorizerCalls  int `json:"authorizer_token_calls"`
+	AuthorizerIssued int `json:"authorizer_issued"`
 }
 
 // Issued is the total of new tokens handed out.
@@ -166,6 +171,10 @@ type Server struct {
 	tickets map[string]*ticket
 	// verifyTickets are the component_verify_tickets pushed, by platform.
 	verifyTickets map[string][]string
+	// authCodes are the authorization codes of AuthorizeAccount (platform,
+	// account); authorizations the accounts' refresh tokens.
+	authCodes      map[string][2]string
+	authorizations map[[2]string]*authorization
 	// corpApps are the WeCom apps that asked for a token, by corp and secret.
 	corpApps map[string]*corpApp
 	// codes are the login codes LoginCode issued; sessions the session
@@ -321,6 +330,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveStable(w, r)
 	case p == "/cgi-bin/component/api_component_token":
 		s.serveComponentToken(w, r)
+	case p == "/cgi-bin/component/api_query_auth":
+		s.serveQueryAuth(w, r)
+	case p == "/cgi-bin/component/api_authorizer_token":
+		s.serveAuthorizerToken(w, r)
 	case p == "/cgi-bin/gettoken":
 		s.serveWeComToken(w, r)
 	case p == "/cgi-bin/ticket/getticket" || p == "/cgi-bin/get_jsapi_ticket":

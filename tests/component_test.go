@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -177,5 +178,138 @@ func TestPlatformAdminStatus(t *testing.T) {
 	}
 	if status := c.adminCall(t, http.MethodGet, "/wechat_token/components/nosuch", nil); status != http.StatusNotFound {
 		t.Fatalf("unknown component: %d", status)
+	}
+}
+
+// platformAccountsSite adds the accounts' route to platformSite.
+func (w *wechat) platformAccountsSite() string {
+	return w.platformSite() + fmt.Sprintf(`
+	handle_path /authorizer/* {
+		wechat_token {
+			component platform
+			authorizer path
+		}
+		reverse_proxy %s
+	}`, w.URL)
+}
+
+// readyPlatform starts a platform with the accounts' route, pushes a
+// ticket and waits for the component token.
+func readyPlatform(t *testing.T, w *wechat, storage string) *caddy {
+	t.Helper()
+	c := startCaddyWith(t, w, w.platformAccountsSite(), caddyOptions{global: w.platformGlobal(), storage: storage})
+	c.secrets = append(c.secrets, componentSecret, componentAESKey)
+	q, body, err := w.ComponentPush(componentAppID, "component_verify_ticket", nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, got := c.push(t, q, body); status != 200 || got != "success" {
+		t.Fatalf("ticket push: %d %q", status, got)
+	}
+	waitFor(t, "the component token", func() bool {
+		return get(t, c.url("/cgi-bin/component/api_get_authorizer_list")).Errcode == 0
+	})
+	return c
+}
+
+func TestPlatformAuthorizerLifecycle(t *testing.T) {
+	w := startPlatformWeChat(t)
+	c := readyPlatform(t, w, "")
+	const account = "wxauth0000000001"
+	wechatShaped(t, "an account that has not authorized", get(t, c.url("/authorizer/"+account+"/cgi-bin/user/info?openid=o1")), http.StatusNotFound)
+
+	code := w.AuthorizeAccount(componentAppID, account)
+	q, body, _ := w.ComponentPush(componentAppID, "authorized", map[string]string{"AuthorizerAppid": account, "AuthorizationCode": code}, "")
+	if status, got := c.push(t, q, body); status != 200 || got != "success" {
+		t.Fatalf("authorized push: %d %q", status, got)
+	}
+	a := get(t, c.url("/authorizer/"+account+"/cgi-bin/user/info?openid=o1"))
+	if a.Errcode != 0 || a.AppID != account || a.TokenParams != 1 || a.Path != "/cgi-bin/user/info" {
+		t.Fatalf("an authorized account: %s", a.Raw)
+	}
+	wechatShaped(t, "the account's token endpoint", post(t, c.url("/authorizer/"+account+"/cgi-bin/component/api_authorizer_token"), "application/json", []byte(`{}`)), http.StatusForbidden)
+
+	// WeChat drops the account's token: one fetch, the call replayed.
+	before := w.Stats()
+	w.Revoke(account)
+	if a := get(t, c.url("/authorizer/"+account+"/cgi-bin/user/info?openid=o1")); a.Errcode != 0 {
+		t.Fatalf("after a revocation: %s", a.Raw)
+	}
+	if n := w.Stats().AuthorizerIssued - before.AuthorizerIssued; n != 1 {
+		t.Fatalf("%d account tokens after one revocation", n)
+	}
+
+	// The account ends its authorization: forgotten.
+	w.Unauthorize(componentAppID, account)
+	q, body, _ = w.ComponentPush(componentAppID, "unauthorized", map[string]string{"AuthorizerAppid": account}, "")
+	if status, got := c.push(t, q, body); status != 200 || got != "success" {
+		t.Fatalf("unauthorized push: %d %q", status, got)
+	}
+	wechatShaped(t, "a forgotten account", get(t, c.url("/authorizer/"+account+"/cgi-bin/user/info?openid=o1")), http.StatusNotFound)
+}
+
+// 10,000 accounts imported: none fetched until used, each used one fetched
+// once, memory bounded per account, and after a restart the stored tokens
+// serve without a fetch.
+func TestPlatformTenThousandAuthorizers(t *testing.T) {
+	w := startPlatformWeChat(t)
+	storage := filepath.Join(t.TempDir(), "shared")
+	c := readyPlatform(t, w, storage)
+	const accounts, used = 10000, 500
+	var imports []map[string]string
+	for i := range accounts {
+		id := fmt.Sprintf("wxacct%010d", i)
+		imports = append(imports, map[string]string{"authorizer_appid": id, "authorizer_refresh_token": w.ImportAuthorizer(componentAppID, id)})
+	}
+	payload, _ := json.Marshal(imports)
+	resp, err := client.Post("http://"+c.admin+"/wechat_token/components/platform/authorizers", "application/json", bytes.NewReader(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(answer), `"imported":10000`) {
+		t.Fatalf("import: %d %s", resp.StatusCode, answer)
+	}
+	var st struct {
+		Authorizers int `json:"authorizers"`
+	}
+	c.adminCall(t, http.MethodGet, "/wechat_token/components/platform", &st)
+	if st.Authorizers != accounts {
+		t.Fatalf("status counts %d accounts", st.Authorizers)
+	}
+	if n := w.Stats().AuthorizerCalls; n != 0 {
+		t.Fatalf("%d account tokens fetched before any was used", n)
+	}
+	rssBefore, _ := c.rss(t)
+	for i := range used {
+		id := fmt.Sprintf("wxacct%010d", i*accounts/used)
+		if a := get(t, c.url("/authorizer/"+id+"/cgi-bin/user/info?openid=o1")); a.Errcode != 0 || a.AppID != id {
+			t.Fatalf("account %s: %s", id, a.Raw)
+		}
+	}
+	if n := w.Stats().AuthorizerCalls; n != used {
+		t.Fatalf("%d account tokens fetched for %d accounts used", n, used)
+	}
+	rssAfter, _ := c.rss(t)
+	perAccount := (rssAfter - rssBefore) / used
+	t.Logf("RSS growth per account in use: %d KiB", perAccount>>10)
+	if perAccount > 256<<10 {
+		t.Fatalf("each account in use costs %d KiB", perAccount>>10)
+	}
+
+	// A restart: the stored tokens serve, nothing is fetched.
+	c.stop()
+	again := startCaddyWith(t, w, w.platformAccountsSite(), caddyOptions{global: w.platformGlobal(), storage: storage})
+	again.secrets = append(again.secrets, componentSecret, componentAESKey)
+	before := w.Stats()
+	for i := range used {
+		id := fmt.Sprintf("wxacct%010d", i*accounts/used)
+		if a := get(t, again.url("/authorizer/"+id+"/cgi-bin/user/info?openid=o1")); a.Errcode != 0 {
+			t.Fatalf("after a restart, account %s: %s", id, a.Raw)
+		}
+	}
+	if after := w.Stats(); after.AuthorizerCalls != before.AuthorizerCalls || after.ComponentCalls != before.ComponentCalls {
+		t.Fatalf("a restart fetched %d account and %d component tokens", after.AuthorizerCalls-before.AuthorizerCalls, after.ComponentCalls-before.ComponentCalls)
 	}
 }

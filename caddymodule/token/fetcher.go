@@ -107,6 +107,12 @@ func (f *HTTPFetcher) Fetch(ctx context.Context, force bool) (Fetched, error) {
 // ticket is fetched with): transport errors are unwrapped from the
 // *url.Error that would print the URL.
 func call(client *http.Client, req *http.Request, endpoint, field, redact string) (Fetched, error) {
+	return callWith(client, req, endpoint, field, redact, nil)
+}
+
+// callWith is call that also hands a successful answer to also, for the
+// fields beside the credential (a new refresh token).
+func callWith(client *http.Client, req *http.Request, endpoint, field, redact string, also func(gjson.Result)) (Fetched, error) {
 	if client == nil {
 		client = http.DefaultClient
 	}
@@ -130,6 +136,9 @@ func call(client *http.Client, req *http.Request, endpoint, field, redact string
 	fetched, err := parseAnswer(resp.StatusCode, body, field, redact)
 	if err != nil {
 		return Fetched{}, fmt.Errorf("%s %s: %w", req.Method, endpoint, err)
+	}
+	if also != nil {
+		also(gjson.ParseBytes(body))
 	}
 	return fetched, nil
 }
@@ -204,7 +213,13 @@ func parseAnswer(status int, body []byte, field, secret string) (Fetched, error)
 	if len(value.Str) > maxTokenLen {
 		return Fetched{}, fmt.Errorf("answer's %s is %d bytes long, more than the %d accepted", field, len(value.Str), maxTokenLen)
 	}
-	expires := answer.Get("expires_in")
+	// expires_in sits beside the credential (authorization_info.* for
+	// api_query_auth).
+	expiresPath := "expires_in"
+	if i := strings.LastIndexByte(field, '.'); i >= 0 {
+		expiresPath = field[:i+1] + "expires_in"
+	}
+	expires := answer.Get(expiresPath)
 	if expires.Type != gjson.Number {
 		return Fetched{}, errors.New("answer has no numeric expires_in")
 	}
