@@ -286,3 +286,22 @@ func (s *Server) serveAuthorizerToken(w http.ResponseWriter, r *http.Request) {
 		"authorizer_access_token": t.value, "expires_in": s.expiresIn(t, s.cfg.Now()), "authorizer_refresh_token": a.refreshToken,
 	})
 }
+
+// IssuedPlatformSecrets lists the component_verify_tickets, authorization
+// codes and authorizer refresh tokens handed out, for tests that check
+// none is logged.
+func (s *Server) IssuedPlatformSecrets() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, tickets := range s.verifyTickets {
+		out = append(out, tickets...)
+	}
+	for code := range s.authCodes {
+		out = append(out, code)
+	}
+	for _, a := range s.authorizations {
+		out = append(out, a.refreshToken)
+	}
+	return out
+}

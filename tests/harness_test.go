@@ -339,6 +339,12 @@ func (c *caddy) checkLogs() {
 				break
 			}
 		}
+		for _, s := range c.wechat.IssuedPlatformSecrets() {
+			if strings.Contains(all, s) {
+				leaked = append(leaked, "a platform's ticket, authorization code or refresh token")
+				break
+			}
+		}
 		for _, session := range c.wechat.IssuedSessions() {
 			if strings.Contains(all, session) {
 				leaked = append(leaked, "a user's session_key or OAuth token")
