@@ -400,10 +400,7 @@ func (s *Server) tokenFault(w http.ResponseWriter, r *http.Request, fault string
 	case FaultReset:
 		hijackAndWrite(w, []byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"access_token\":\"ACCESS_TOKEN_CUT_SH"), true)
 	case FaultIPWhitelist:
-		ip, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil {
-			ip = r.RemoteAddr
-		}
+		ip := callerIP(r)
 		wxError(w, jsonType, 40164, fmt.Sprintf("invalid ip %s ipv6 ::ffff:%s, not in whitelist", ip, ip))
 	default:
 		return false
@@ -884,4 +881,13 @@ func isTokenKey(key string, component bool) bool {
 		return strings.EqualFold(key, "component_access_token")
 	}
 	return strings.EqualFold(key, "access_token")
+}
+
+// callerIP is the IP WeChat would see the request come from.
+func callerIP(r *http.Request) string {
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return ip
 }

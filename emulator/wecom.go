@@ -2,7 +2,6 @@ package emulator
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 )
 
@@ -47,10 +46,7 @@ func (s *Server) serveWeComToken(w http.ResponseWriter, r *http.Request) {
 	fault := s.faults.TokenEndpoint
 	s.mu.Unlock()
 	if fault == FaultIPWhitelist {
-		ip, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil {
-			ip = r.RemoteAddr
-		}
+		ip := callerIP(r)
 		wxError(w, jsonType, 60020, fmt.Sprintf("not allow to access from your ip, hint: [1700000000000000000], from ip: %s, more info at https://open.work.weixin.qq.com/devtool/query?e=60020", ip))
 		return
 	}

@@ -57,7 +57,13 @@ func (w *wechat) platformSite() string {
 
 func startPlatform(t *testing.T, w *wechat, storage string) *caddy {
 	t.Helper()
-	c := startCaddyWith(t, w, w.platformSite(), caddyOptions{global: w.platformGlobal(), storage: storage})
+	return startPlatformSite(t, w, w.platformSite(), storage)
+}
+
+// startPlatformSite runs site with the platform in the wechat app.
+func startPlatformSite(t *testing.T, w *wechat, site, storage string) *caddy {
+	t.Helper()
+	c := startCaddyWith(t, w, site, caddyOptions{global: w.platformGlobal(), storage: storage})
 	c.secrets = append(c.secrets, componentSecret, componentAESKey)
 	return c
 }
@@ -197,8 +203,7 @@ func (w *wechat) platformAccountsSite() string {
 // ticket and waits for the component token.
 func readyPlatform(t *testing.T, w *wechat, storage string) *caddy {
 	t.Helper()
-	c := startCaddyWith(t, w, w.platformAccountsSite(), caddyOptions{global: w.platformGlobal(), storage: storage})
-	c.secrets = append(c.secrets, componentSecret, componentAESKey)
+	c := startPlatformSite(t, w, w.platformAccountsSite(), storage)
 	q, body, err := w.ComponentPush(componentAppID, "component_verify_ticket", nil, "")
 	if err != nil {
 		t.Fatal(err)
@@ -300,8 +305,7 @@ func TestPlatformTenThousandAuthorizers(t *testing.T) {
 
 	// A restart: the stored tokens serve, nothing is fetched.
 	c.stop()
-	again := startCaddyWith(t, w, w.platformAccountsSite(), caddyOptions{global: w.platformGlobal(), storage: storage})
-	again.secrets = append(again.secrets, componentSecret, componentAESKey)
+	again := startPlatformSite(t, w, w.platformAccountsSite(), storage)
 	before := w.Stats()
 	for i := range used {
 		id := fmt.Sprintf("wxacct%010d", i*accounts/used)

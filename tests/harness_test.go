@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -327,28 +328,17 @@ func (c *caddy) checkLogs() {
 		}
 	}
 	if c.wechat != nil {
-		for _, tok := range c.wechat.IssuedTokens() {
-			if strings.Contains(all, tok) {
-				leaked = append(leaked, "an access_token")
-				break
-			}
-		}
-		for _, ticket := range c.wechat.IssuedTickets() {
-			if strings.Contains(all, ticket) {
-				leaked = append(leaked, "a jsapi_ticket")
-				break
-			}
-		}
-		for _, s := range c.wechat.IssuedPlatformSecrets() {
-			if strings.Contains(all, s) {
-				leaked = append(leaked, "a platform's ticket, authorization code or refresh token")
-				break
-			}
-		}
-		for _, session := range c.wechat.IssuedSessions() {
-			if strings.Contains(all, session) {
-				leaked = append(leaked, "a user's session_key or OAuth token")
-				break
+		for _, kind := range []struct {
+			what   string
+			values []string
+		}{
+			{"an access_token", c.wechat.IssuedTokens()},
+			{"a jsapi_ticket", c.wechat.IssuedTickets()},
+			{"a platform's ticket, authorization code or refresh token", c.wechat.IssuedPlatformSecrets()},
+			{"a user's session_key or OAuth token", c.wechat.IssuedSessions()},
+		} {
+			if slices.ContainsFunc(kind.values, func(v string) bool { return strings.Contains(all, v) }) {
+				leaked = append(leaked, kind.what)
 			}
 		}
 	}

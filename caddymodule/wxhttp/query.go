@@ -23,10 +23,15 @@ func StripToken(rawQuery string) string {
 	if !mayHoldToken(rawQuery) {
 		return rawQuery
 	}
+	return dropParts(rawQuery, isTokenParam)
+}
+
+// dropParts is rawQuery without its empty parts and those drop matches.
+func dropParts(rawQuery string, drop func(part string) bool) string {
 	var b strings.Builder
 	b.Grow(len(rawQuery))
 	for part := range strings.SplitSeq(rawQuery, "&") {
-		if part == "" || isTokenParam(part) {
+		if part == "" || drop(part) {
 			continue
 		}
 		if b.Len() > 0 {
@@ -108,17 +113,7 @@ func StripKey(rawQuery, key string) string {
 	if key == tokenKey {
 		return StripToken(rawQuery)
 	}
-	var b strings.Builder
-	for part := range strings.SplitSeq(rawQuery, "&") {
-		if part == "" || isParam(part, key) {
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteByte('&')
-		}
-		b.WriteString(part)
-	}
-	return b.String()
+	return dropParts(rawQuery, func(part string) bool { return isParam(part, key) })
 }
 
 // KeyParam is TokenParam for another credential parameter.
