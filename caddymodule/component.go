@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -302,11 +303,12 @@ var (
 )
 
 // liveComponents are the platforms of the running configs, by name, with
-// the app that started them last: what the admin API reports.
+// the apps that started them, oldest first: the admin API reports the
+// newest; when it stops (a reload that failed), the one before serves again.
 var liveComponents = struct {
 	sync.Mutex
-	byName map[string]liveComponent
-}{byName: map[string]liveComponent{}}
+	byName map[string][]liveComponent
+}{byName: map[string][]liveComponent{}}
 
 type liveComponent struct {
 	app  *App
@@ -318,7 +320,7 @@ func (a *App) startComponents() {
 	liveComponents.Lock()
 	defer liveComponents.Unlock()
 	for name, c := range a.components {
-		liveComponents.byName[name] = liveComponent{a, c}
+		liveComponents.byName[name] = append(liveComponents.byName[name], liveComponent{a, c})
 	}
 }
 
@@ -326,9 +328,12 @@ func (a *App) startComponents() {
 func (a *App) stopComponents() {
 	liveComponents.Lock()
 	defer liveComponents.Unlock()
-	for name, lc := range liveComponents.byName {
-		if lc.app == a {
+	for name, list := range liveComponents.byName {
+		list = slices.DeleteFunc(list, func(lc liveComponent) bool { return lc.app == a })
+		if len(list) == 0 {
 			delete(liveComponents.byName, name)
+		} else {
+			liveComponents.byName[name] = list
 		}
 	}
 }
@@ -349,11 +354,12 @@ type componentStatus struct {
 func serveComponent(w http.ResponseWriter, r *http.Request, path string) error {
 	name, sub, _ := strings.Cut(path, "/")
 	liveComponents.Lock()
-	lc, ok := liveComponents.byName[name]
+	list := liveComponents.byName[name]
 	liveComponents.Unlock()
-	if !ok {
+	if len(list) == 0 {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no component %q in the running config", name)}
 	}
+	lc := list[len(list)-1]
 	switch {
 	case sub == "authorizers" && r.Method == http.MethodPost:
 		return importAuthorizers(w, r, lc)
