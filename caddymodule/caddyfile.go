@@ -38,6 +38,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		daily_refresh_limit  <count>|off
 //		passthrough          <path_prefix...>
 //		app_secret_calls     inject|passthrough
+//		component            <name>        (a platform of the wechat app
+//		authorizer           path           instead of an app)
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return h.unmarshalBlock(d, nil)
