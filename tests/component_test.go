@@ -257,6 +257,7 @@ func TestPlatformAuthorizerLifecycle(t *testing.T) {
 // once, memory bounded per account, and after a restart the stored tokens
 // serve without a fetch.
 func TestPlatformTenThousandAuthorizers(t *testing.T) {
+	t.Parallel() // long and mostly waiting: overlaps the others
 	w := startPlatformWeChat(t)
 	storage := filepath.Join(t.TempDir(), "shared")
 	c := readyPlatform(t, w, storage)

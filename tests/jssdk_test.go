@@ -204,6 +204,7 @@ func TestJSSDKFleetSharesOneTicket(t *testing.T) {
 
 // The ticket is renewed before it expires, while signatures go on.
 func TestJSSDKTicketRenewedBeforeExpiry(t *testing.T) {
+	t.Parallel() // long and mostly waiting: overlaps the others
 	w := startWeChat(t, emulator.Config{TokenTTL: 6 * time.Second})
 	c := startCaddy(t, w, w.jssdkSite("min_token_lifetime 1s"))
 	c.sign(t, http.MethodGet, "https://example.com/x").verified(t, w, "https://example.com/x")

@@ -20,6 +20,7 @@ import (
 // errors. The SDK programs are in tests/sdk; make test installs what they
 // need (npm ci; the Go one is its own module).
 func TestRealSDKsThroughTheProxy(t *testing.T) {
+	t.Parallel() // long and mostly waiting: overlaps the others
 	sdks := []struct {
 		name string
 		cmd  func(ctx context.Context) (*exec.Cmd, error)

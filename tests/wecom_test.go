@@ -47,6 +47,7 @@ func startWeComCaddy(t *testing.T, w *wechat, site string, opts caddyOptions) *c
 }
 
 func TestWeComInjectsAndRefreshesOnceUnderLoad(t *testing.T) {
+	t.Parallel() // long and mostly waiting: overlaps the others
 	w := startWeCom(t)
 	c := startWeComCaddy(t, w, w.wecomBlock(corpSecretA), caddyOptions{})
 	if a := get(t, c.url("/cgi-bin/user/get?userid=u1&access_token=client-sent")); a.Errcode != 0 || a.AppID != corpID || a.TokenParams != 1 {
