@@ -221,6 +221,21 @@ func (s *Server) componentCaller(r *http.Request) (string, int, string) {
 	return s.tokens[q.Get("access_token")].appID, 0, ""
 }
 
+// platformCall reads a platform's JSON call into req, counts it, and
+// checks its component_access_token, answering the error if it fails.
+func (s *Server) platformCall(w http.ResponseWriter, r *http.Request, req any, counter *int) (caller string, ok bool) {
+	_ = json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(req)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	*counter++
+	caller, code, msg := s.componentCaller(r)
+	if code != 0 {
+		wxError(w, jsonType, code, msg)
+		return "", false
+	}
+	return caller, true
+}
+
 // issueAuthorizerLocked issues a token for an account; s.mu is held.
 func (s *Server) issueAuthorizerLocked(authorizerAppID string) *token {
 	now := s.cfg.Now()
@@ -238,15 +253,12 @@ func (s *Server) serveQueryAuth(w http.ResponseWriter, r *http.Request) {
 		AppID string `json:"component_appid"`
 		Code  string `json:"authorization_code"`
 	}
-	_ = json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stats.QueryAuthCalls++
-	caller, code, msg := s.componentCaller(r)
-	if code != 0 {
-		wxError(w, jsonType, code, msg)
+	caller, ok := s.platformCall(w, r, &req, &s.stats.QueryAuthCalls)
+	if !ok {
 		return
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	pair, ok := s.authCodes[req.Code]
 	if !ok || pair[0] != caller || req.AppID != caller {
 		wxError(w, jsonType, 61010, "code is expired or invalid")
@@ -267,15 +279,12 @@ func (s *Server) serveAuthorizerToken(w http.ResponseWriter, r *http.Request) {
 		Authorizer   string `json:"authorizer_appid"`
 		RefreshToken string `json:"authorizer_refresh_token"`
 	}
-	_ = json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&req)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stats.AuthorizerCalls++
-	caller, code, msg := s.componentCaller(r)
-	if code != 0 {
-		wxError(w, jsonType, code, msg)
+	caller, ok := s.platformCall(w, r, &req, &s.stats.AuthorizerCalls)
+	if !ok {
 		return
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	a := s.authorizations[[2]string{caller, req.Authorizer}]
 	if req.AppID != caller || a == nil || a.revoked || a.refreshToken != req.RefreshToken {
 		wxError(w, jsonType, 61023, "refresh_token is invalid")
