@@ -70,7 +70,24 @@ type wechat struct {
 	Secret string
 }
 
+// startWeChat runs the emulator with compression off: compressing every
+// answer under the race detector slowed the suite by half.
+// TestClientAcceptingGzipStillGetsTheRetry turns it on
+// (startCompressingWeChat), which is where it matters.
 func startWeChat(t *testing.T, cfg emulator.Config) *wechat {
+	t.Helper()
+	cfg.NoCompression = true
+	return startEmulator(t, cfg)
+}
+
+// startCompressingWeChat is startWeChat with gzip for clients that ask.
+func startCompressingWeChat(t *testing.T, cfg emulator.Config) *wechat {
+	t.Helper()
+	cfg.NoCompression = false
+	return startEmulator(t, cfg)
+}
+
+func startEmulator(t *testing.T, cfg emulator.Config) *wechat {
 	t.Helper()
 	w := &wechat{AppID: "wxit000000000001", Secret: "it-secret-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
 	if cfg.Apps == nil {

@@ -19,7 +19,11 @@ import (
 // rejection's errcode from compressed bytes and pass it on. The proxy asks
 // for gzip itself, decompresses, reads 40001 and retries.
 func TestClientAcceptingGzipStillGetsTheRetry(t *testing.T) {
-	w, c := startProxy(t, emulator.Config{}, "stable")
+	w := startCompressingWeChat(t, emulator.Config{})
+	c := startCaddy(t, w, w.tokenBlock("stable"))
+	if a := get(t, c.url("/cgi-bin/get_api_domain_ip")); a.Errcode != 0 {
+		t.Fatalf("first request: %s", a.Raw)
+	}
 	raw := &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: 30 * time.Second}
 	w.Revoke(w.AppID)
 	req, _ := http.NewRequest(http.MethodGet, c.url("/cgi-bin/user/info?openid=o1"), nil)
