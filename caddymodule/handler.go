@@ -175,48 +175,55 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return h.provision(ctx, "wechat_token")
 }
 
-// provision is Provision for the handler named by directive.
+// provision is Provision for the handler named by directive: it declares
+// (or, for a platform, finds) the credential, then wires what every kind
+// of handler shares.
 func (h *Handler) provision(ctx caddy.Context, directive string) error {
 	h.logger = ctx.Logger()
 	h.tokenKey = "access_token"
-	if h.Component != "" {
-		return h.provisionComponent(ctx, directive)
-	}
-	spec, err := h.spec()
+	app, err := ctx.App("wechat")
 	if err != nil {
-		if spec.appID != "" {
-			// With several apps, which one.
-			label := "app_id"
-			if h.CorpID != "" {
-				label = "corp_id"
-			}
-			return fmt.Errorf("%s (%s %s): %w", directive, label, spec.appID, err)
-		}
 		return fmt.Errorf("%s: %w", directive, err)
+	}
+	wechat := app.(*App)
+	retryOn := DefaultRetryOn
+	if h.Component != "" {
+		if err := h.provisionComponent(wechat, directive); err != nil {
+			return err
+		}
+	} else {
+		spec, err := h.spec()
+		if err != nil {
+			if spec.appID != "" {
+				// With several apps, which one.
+				label := "app_id"
+				if h.CorpID != "" {
+					label = "corp_id"
+				}
+				return fmt.Errorf("%s (%s %s): %w", directive, label, spec.appID, err)
+			}
+			return fmt.Errorf("%s: %w", directive, err)
+		}
+		if h.cred, err = wechat.declare(spec, directive); err != nil {
+			return err
+		}
+		h.appID, h.secret = spec.appID, spec.secret
+		// WeCom has no AppSecret calls: its logins take the token.
+		h.secretCalls = h.AppSecretCalls != "passthrough" && spec.api != token.WeCom
+		if spec.api == token.WeCom {
+			retryOn = DefaultWeComRetryOn
+		}
 	}
 	h.param = new(atomic.Pointer[escapedToken])
 	h.passthrough = canonicalPrefixes(h.Passthrough)
 	h.retryOn = h.RetryOn
 	if h.retryOn == nil {
-		h.retryOn = DefaultRetryOn
-		if spec.api == token.WeCom {
-			h.retryOn = DefaultWeComRetryOn
-		}
+		h.retryOn = retryOn
 	}
 	if h.MaxReplayBody == 0 {
 		h.MaxReplayBody = DefaultMaxReplayBody
 	}
-	app, err := ctx.App("wechat")
-	if err != nil {
-		return fmt.Errorf("%s: %w", directive, err)
-	}
-	if h.cred, err = app.(*App).declare(spec, directive); err != nil {
-		return err
-	}
-	h.replay = app.(*App).replay
-	h.appID, h.secret = spec.appID, spec.secret
-	// WeCom has no AppSecret calls: its logins take the token.
-	h.secretCalls = h.AppSecretCalls != "passthrough" && spec.api != token.WeCom
+	h.replay = wechat.replay
 	return registerMetrics(ctx.GetMetricsRegistry())
 }
 
@@ -230,18 +237,14 @@ func cutAuthorizer(p string) (appID, rest string, ok bool) {
 	return appID, "/" + rest, true
 }
 
-// provisionComponent sets up a handler of a platform's own calls: its
-// credential is the platform's component_access_token, which the wechat
-// app declared.
-func (h *Handler) provisionComponent(ctx caddy.Context, directive string) error {
+// provisionComponent finds the credential of a platform's handler: the
+// platform's component_access_token, which the wechat app declared, or
+// with authorizer path, its accounts' tokens.
+func (h *Handler) provisionComponent(app *App, directive string) error {
 	if h.AppID != "" || h.AppSecret != "" || h.CorpID != "" || h.CorpSecret != "" || h.TokenAPI != "" {
 		return fmt.Errorf("%s: component %s takes the platform's credentials from the wechat app; give no app_id, app_secret, corp_id, corp_secret or token_api", directive, h.Component)
 	}
-	app, err := ctx.App("wechat")
-	if err != nil {
-		return fmt.Errorf("%s: %w", directive, err)
-	}
-	comp := app.(*App).components[h.Component]
+	comp := app.components[h.Component]
 	if comp == nil {
 		return fmt.Errorf("%s: no component %q in the wechat global option", directive, h.Component)
 	}
@@ -249,21 +252,11 @@ func (h *Handler) provisionComponent(ctx caddy.Context, directive string) error 
 	switch h.Authorizer {
 	case "":
 	case "path":
-		h.authorizerPath, h.app, h.comp, h.tokenKey = true, app.(*App), comp, "access_token"
+		h.authorizerPath, h.app, h.comp, h.tokenKey = true, app, comp, "access_token"
 	default:
 		return fmt.Errorf("%s: authorizer %q: only path is supported (/<authorizer_appid>/<API path>)", directive, h.Authorizer)
 	}
-	h.param = new(atomic.Pointer[escapedToken])
-	h.passthrough = canonicalPrefixes(h.Passthrough)
-	h.retryOn = h.RetryOn
-	if h.retryOn == nil {
-		h.retryOn = DefaultRetryOn
-	}
-	if h.MaxReplayBody == 0 {
-		h.MaxReplayBody = DefaultMaxReplayBody
-	}
-	h.replay = app.(*App).replay
-	return registerMetrics(ctx.GetMetricsRegistry())
+	return nil
 }
 
 // spec expands placeholders and checks every field, naming it in the

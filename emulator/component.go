@@ -70,7 +70,7 @@ func (s *Server) ComponentPush(appID, infoType string, fields map[string]string,
 	if sealedFor == "" {
 		sealedFor = appID
 	}
-	encrypted, err := sealMessage(app.AESKey, []byte(inner.String()), sealedFor)
+	encrypted, err := SealMessage(app.AESKey, []byte(inner.String()), sealedFor)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -83,10 +83,10 @@ func (s *Server) ComponentPush(appID, infoType string, fields map[string]string,
 	return q, []byte(body), nil
 }
 
-// sealMessage encrypts msg for appID as WeChat does: 16 random bytes, the
+// SealMessage encrypts msg for appID as WeChat does: 16 random bytes, the
 // length (4 bytes, big-endian), the message and the appid, PKCS#7-padded
 // to 32 bytes, AES-256-CBC with the key's first 16 bytes as IV.
-func sealMessage(aesKey string, msg []byte, appID string) (string, error) {
+func SealMessage(aesKey string, msg []byte, appID string) (string, error) {
 	key, err := base64.StdEncoding.DecodeString(aesKey + "=")
 	if err != nil || len(key) != 32 {
 		return "", fmt.Errorf("bad EncodingAESKey")

@@ -34,6 +34,15 @@ const (
 	JSAPITicket API = "jsapi_ticket"
 )
 
+// known reports whether a is a kind of credential a Manager can hold.
+func (a API) known() bool {
+	switch a {
+	case Stable, Classic, WeCom, JSAPITicket, Component, Authorizer:
+		return true
+	}
+	return false
+}
+
 // Noun names what a manager of this API holds, for log lines.
 func (a API) Noun() string {
 	switch a {

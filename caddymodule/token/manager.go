@@ -164,8 +164,8 @@ func NewManager(opts Options) (*Manager, error) {
 	if opts.AppID == "" {
 		return nil, errors.New("token manager: AppID is required")
 	}
-	if _, err := ParseAPI(string(opts.API)); err != nil && opts.API != JSAPITicket && opts.API != WeCom && opts.API != Component && opts.API != Authorizer {
-		return nil, fmt.Errorf("token manager: %w", err)
+	if !opts.API.known() {
+		return nil, fmt.Errorf("token manager: unknown credential kind %q", opts.API)
 	}
 	settings, err := withDefaults(opts.Settings)
 	if err != nil {

@@ -1,13 +1,11 @@
 package wxcrypt
 
 import (
-	"bytes"
-	"crypto/aes"
-	"crypto/cipher"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"testing"
+
+	"github.com/caddy-wechat/caddy-wechat/emulator"
 )
 
 const (
@@ -16,24 +14,15 @@ const (
 	testAppID  = "wxb11529c136998cb6"
 )
 
-// seal encrypts as WeChat does, written here from the documentation
-// rather than by inverting Open.
-func seal(t *testing.T, key []byte, msg, appID string) string {
+// seal encrypts as WeChat does, with the emulator's code (written from
+// WeChat's documentation, not by inverting Open).
+func seal(t *testing.T, msg, appID string) string {
 	t.Helper()
-	var plain bytes.Buffer
-	plain.WriteString("0123456789abcdef") // the random prefix
-	_ = binary.Write(&plain, binary.BigEndian, uint32(len(msg)))
-	plain.WriteString(msg)
-	plain.WriteString(appID)
-	pad := 32 - plain.Len()%32
-	plain.Write(bytes.Repeat([]byte{byte(pad)}, pad))
-	block, err := aes.NewCipher(key)
+	enc, err := emulator.SealMessage(testAESKey, []byte(msg), appID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make([]byte, plain.Len())
-	cipher.NewCBCEncrypter(block, key[:16]).CryptBlocks(out, plain.Bytes())
-	return base64.StdEncoding.EncodeToString(out)
+	return enc
 }
 
 func TestOpen(t *testing.T) {
@@ -41,9 +30,8 @@ func TestOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, _ := base64.StdEncoding.DecodeString(testAESKey + "=")
 	msg := "<xml><AppId><![CDATA[" + testAppID + "]]></AppId><InfoType><![CDATA[component_verify_ticket]]></InfoType></xml>"
-	enc := seal(t, key, msg, testAppID)
+	enc := seal(t, msg, testAppID)
 	sig := Signature(testToken, "1409304348", "xxxxxx", enc)
 	got, err := c.Open("1409304348", "xxxxxx", sig, enc)
 	if err != nil || string(got) != msg {
@@ -52,7 +40,7 @@ func TestOpen(t *testing.T) {
 	if _, err := c.Open("1409304349", "xxxxxx", sig, enc); !errors.Is(err, ErrSignature) {
 		t.Fatalf("another timestamp: %v", err)
 	}
-	other := seal(t, key, msg, "wxsomeoneelse")
+	other := seal(t, msg, "wxsomeoneelse")
 	if _, err := c.Open("1", "n", Signature(testToken, "1", "n", other), other); !errors.Is(err, ErrAppID) {
 		t.Fatalf("another appid: %v", err)
 	}
