@@ -10,13 +10,16 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Third-party platforms (第三方平台): WeChat pushes a component_verify_ticket
@@ -24,7 +27,10 @@ import (
 // platform's EncodingAESKey and signed with its message token; the
 // platform trades the latest ticket and its secret for a
 // component_access_token at POST /cgi-bin/component/api_component_token.
-// Here the pushes are made on demand (ComponentPush) and sent by the test.
+// Here the pushes are made on demand (ComponentPush, AuthorizedPush ...)
+// and sent by the test, by Pusher, or by the periodic ticket push
+// (Config.TicketPushURL). What a platform with many accounts needs (the
+// authorizer list, rotation, faults, scale) is in platform.go.
 
 // ComponentApp is a platform the emulator knows.
 type ComponentApp struct {
@@ -35,26 +41,37 @@ type ComponentApp struct {
 
 // ComponentPush builds a push of infoType for the platform appID, as
 // WeChat would POST it to the event URL: the query (timestamp, nonce,
-// encrypt_type, msg_signature) and the XML body. For
+// encrypt_type, msg_signature) and the XML body, its CreateTime now. For
 // component_verify_ticket it issues a new ticket, which
 // api_component_token then accepts. sealedFor, if set, is the appid
 // written inside the envelope instead of appID (a push for someone else).
 func (s *Server) ComponentPush(appID, infoType string, fields map[string]string, sealedFor string) (url.Values, []byte, error) {
+	return s.ComponentPushAt(appID, infoType, 0, fields, sealedFor)
+}
+
+// ComponentPushAt is ComponentPush with the push's CreateTime given (unix
+// seconds; 0 is now), for tests of pushes that arrive late or out of
+// order: a platform orders an account's authorization events by it.
+func (s *Server) ComponentPushAt(appID, infoType string, createTime int64, fields map[string]string, sealedFor string) (url.Values, []byte, error) {
 	s.mu.Lock()
 	app, ok := s.cfg.Components[appID]
 	if !ok {
 		s.mu.Unlock()
-		return nil, nil, fmt.Errorf("unknown component %s", appID)
+		return nil, nil, fmt.Errorf("component push: unknown component %s", appID)
+	}
+	now := s.cfg.Now()
+	if createTime == 0 {
+		createTime = now.Unix()
 	}
 	var inner strings.Builder
 	fmt.Fprintf(&inner, "<xml><AppId><![CDATA[%s]]></AppId><CreateTime>%d</CreateTime><InfoType><![CDATA[%s]]></InfoType>",
-		appID, s.cfg.Now().Unix(), infoType)
+		appID, createTime, infoType)
 	if infoType == "component_verify_ticket" {
 		ticket := "ticket@@@" + newTokenValue(64)
-		if s.verifyTickets == nil {
-			s.verifyTickets = map[string][]string{}
+		if s.platform.tickets == nil {
+			s.platform.tickets = map[string][]string{}
 		}
-		s.verifyTickets[appID] = append(s.verifyTickets[appID], ticket)
+		s.platform.tickets[appID] = append(s.platform.tickets[appID], ticket)
 		fmt.Fprintf(&inner, "<ComponentVerifyTicket><![CDATA[%s]]></ComponentVerifyTicket>", ticket)
 	}
 	keys := make([]string, 0, len(fields))
@@ -72,9 +89,9 @@ func (s *Server) ComponentPush(appID, infoType string, fields map[string]string,
 	}
 	encrypted, err := SealMessage(app.AESKey, []byte(inner.String()), sealedFor)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("component push for %s: %w", appID, err)
 	}
-	timestamp, nonce := strconv.FormatInt(s.cfg.Now().Unix(), 10), randomHex(10)
+	timestamp, nonce := strconv.FormatInt(now.Unix(), 10), randomHex(10)
 	parts := []string{app.Token, timestamp, nonce, encrypted}
 	sort.Strings(parts)
 	sum := sha1.Sum([]byte(strings.Join(parts, "")))
@@ -89,7 +106,7 @@ func (s *Server) ComponentPush(appID, infoType string, fields map[string]string,
 func SealMessage(aesKey string, msg []byte, appID string) (string, error) {
 	key, err := base64.StdEncoding.DecodeString(aesKey + "=")
 	if err != nil || len(key) != 32 {
-		return "", fmt.Errorf("bad EncodingAESKey")
+		return "", errors.New("bad EncodingAESKey: want 43 base64 characters")
 	}
 	var plain bytes.Buffer
 	random := make([]byte, 16)
@@ -102,7 +119,7 @@ func SealMessage(aesKey string, msg []byte, appID string) (string, error) {
 	plain.Write(bytes.Repeat([]byte{byte(pad)}, pad))
 	block, err := aes.NewCipher(key)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("seal message: %w", err)
 	}
 	out := make([]byte, plain.Len())
 	cipher.NewCBCEncrypter(block, key[:16]).CryptBlocks(out, plain.Bytes())
@@ -137,78 +154,51 @@ func (s *Server) serveComponentToken(w http.ResponseWriter, r *http.Request) {
 		wxError(w, jsonType, 40125, "invalid appsecret")
 		return
 	}
-	known := false
-	for _, t := range s.verifyTickets[req.AppID] {
-		known = known || t == req.Ticket
-	}
-	if !known {
+	if !slices.Contains(s.platform.tickets[req.AppID], req.Ticket) {
 		wxError(w, jsonType, 61006, "component ticket is invalid")
 		return
 	}
-	now := s.cfg.Now()
-	for _, t := range s.tokens {
-		// The previous component token keeps working for the overlap.
-		if t.appID == req.AppID && t.family == "component" && (t.revoked.IsZero() || now.Add(s.cfg.Overlap).Before(t.revoked)) {
-			t.revoked = now.Add(s.cfg.Overlap)
-		}
-	}
-	t := s.issue(req.AppID, "component", now)
+	// The previous component token keeps working for the overlap.
+	t := s.issueCurrentLocked(tokenKey{family: "component", appID: req.AppID})
 	s.stats.ComponentIssued++
-	writeJSON(w, jsonType, map[string]any{"component_access_token": t.value, "expires_in": s.expiresIn(t, now)})
+	writeJSON(w, jsonType, map[string]any{"component_access_token": t.value, "expires_in": s.expiresIn(t, s.cfg.Now())})
 }
 
-// authorization is an account's authorization of a platform.
-type authorization struct {
-	refreshToken string
-	revoked      bool
-}
-
-// AuthorizeAccount makes authorizerAppID authorize the platform and
-// returns the authorization code WeChat would push (InfoType authorized,
-// field AuthorizationCode), good for one api_query_auth.
+// AuthorizeAccount makes authorizerAppID authorize the platform now (it
+// is listed by api_get_authorizer_list from then on) and returns the
+// authorization code WeChat would push (InfoType authorized, field
+// AuthorizationCode), good for one api_query_auth within AuthCodeTTL. An
+// account that has authorized the platform already keeps its refresh
+// token, as on a change of permissions (updateauthorized).
 func (s *Server) AuthorizeAccount(componentAppID, authorizerAppID string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	code := "queryauthcode@@@" + newTokenValue(40)
-	if s.authCodes == nil {
-		s.authCodes = map[string][2]string{}
-	}
-	s.authCodes[code] = [2]string{componentAppID, authorizerAppID}
-	return code
+	return s.authCodeLocked(componentAppID, authorizerAppID).value
 }
 
 // ImportAuthorizer records an account that authorized the platform before
 // (outside the test) and returns its refresh token, as the platform's old
-// system would hold it.
+// system would hold it. A previous authorization of the account is
+// replaced: its refresh token stops working.
 func (s *Server) ImportAuthorizer(componentAppID, authorizerAppID string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.authorizeLocked(componentAppID, authorizerAppID)
+	return s.platform.authorize(componentAppID, authorizerAppID, s.cfg.Now(), true).refreshToken
 }
 
-func (s *Server) authorizeLocked(componentAppID, authorizerAppID string) string {
-	if s.authorizations == nil {
-		s.authorizations = map[[2]string]*authorization{}
-	}
-	a := &authorization{refreshToken: "refreshtoken@@@" + newTokenValue(40)}
-	s.authorizations[[2]string{componentAppID, authorizerAppID}] = a
-	return a.refreshToken
-}
-
-// Unauthorize ends an account's authorization: its refresh token and
-// tokens stop working.
+// Unauthorize ends an account's authorization of the platform: its refresh
+// token, its codes not yet exchanged and its tokens (for this platform;
+// another platform's are untouched) stop working at once, and it is no
+// longer listed.
 func (s *Server) Unauthorize(componentAppID, authorizerAppID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if a := s.authorizations[[2]string{componentAppID, authorizerAppID}]; a != nil {
-		a.revoked = true
-	}
-	now := s.cfg.Now()
-	for _, t := range s.tokens {
-		if t.appID == authorizerAppID && t.family == "authorizer" && t.revoked.IsZero() {
-			t.revoked = now
-		}
-	}
+	s.unauthorizeLocked(componentAppID, authorizerAppID)
+}
+
+func (s *Server) unauthorizeLocked(componentAppID, authorizerAppID string) {
+	s.platform.end(componentAppID, authorizerAppID)
+	s.endTokensLocked(tokenKey{family: "authorizer", owner: componentAppID, appID: authorizerAppID})
 }
 
 // componentCaller checks the component_access_token of a platform's call;
@@ -218,7 +208,12 @@ func (s *Server) componentCaller(r *http.Request) (string, int, string) {
 	if code, msg := s.checkToken(q); code != 0 {
 		return "", code, msg
 	}
-	return s.tokens[q.Get("access_token")].appID, 0, ""
+	t := s.tokens[q.Get("access_token")]
+	if t.family != "component" {
+		// Another kind of token (an account's, say) is no platform's.
+		return "", 40001, "invalid credential, access_token is invalid or not latest"
+	}
+	return t.appID, 0, ""
 }
 
 // platformCall reads a platform's JSON call into req, counts it, and
@@ -236,16 +231,12 @@ func (s *Server) platformCall(w http.ResponseWriter, r *http.Request, req any, c
 	return caller, true
 }
 
-// issueAuthorizerLocked issues a token for an account; s.mu is held.
-func (s *Server) issueAuthorizerLocked(authorizerAppID string) *token {
-	now := s.cfg.Now()
-	for _, t := range s.tokens {
-		if t.appID == authorizerAppID && t.family == "authorizer" && (t.revoked.IsZero() || now.Add(s.cfg.Overlap).Before(t.revoked)) {
-			t.revoked = now.Add(s.cfg.Overlap)
-		}
-	}
+// issueAuthorizerLocked issues the platform's token for an account; s.mu
+// is held. The platform's previous token for the account keeps working
+// for the overlap; other platforms' tokens for it are untouched.
+func (s *Server) issueAuthorizerLocked(componentAppID, authorizerAppID string) *token {
 	s.stats.AuthorizerIssued++
-	return s.issue(authorizerAppID, "authorizer", now)
+	return s.issueCurrentLocked(tokenKey{family: "authorizer", owner: componentAppID, appID: authorizerAppID})
 }
 
 func (s *Server) serveQueryAuth(w http.ResponseWriter, r *http.Request) {
@@ -258,19 +249,50 @@ func (s *Server) serveQueryAuth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	pair, ok := s.authCodes[req.Code]
-	if !ok || pair[0] != caller || req.AppID != caller {
-		wxError(w, jsonType, 61010, "code is expired or invalid")
+	delay := time.Duration(s.faults.QueryAuthDelay)
+	answer, code, msg := s.exchangeCodeLocked(caller, req.AppID, req.Code)
+	s.mu.Unlock()
+	if delay > 0 {
+		// WeChat being slow: the exchange is done (the code spent, the
+		// account's token issued) whether or not the caller waits for it.
+		timer := time.NewTimer(delay)
+		select {
+		case <-timer.C:
+		case <-r.Context().Done():
+		case <-s.closed:
+		}
+		timer.Stop()
+	}
+	if code != 0 {
+		wxError(w, jsonType, code, msg)
 		return
 	}
-	delete(s.authCodes, req.Code)
-	refresh := s.authorizeLocked(pair[0], pair[1])
-	t := s.issueAuthorizerLocked(pair[1])
-	writeJSON(w, jsonType, map[string]any{"authorization_info": map[string]any{
-		"authorizer_appid": pair[1], "authorizer_access_token": t.value, "expires_in": s.expiresIn(t, s.cfg.Now()),
-		"authorizer_refresh_token": refresh, "func_info": []any{},
-	}})
+	writeJSON(w, jsonType, answer)
+}
+
+// exchangeCodeLocked is api_query_auth's work; s.mu is held. It answers
+// the fault's errcode spending nothing; a code that is not the caller's is
+// refused and left to its owner; an expired code, or one whose
+// authorization has ended since, is spent and refused.
+func (s *Server) exchangeCodeLocked(caller, componentAppID, value string) (map[string]any, int, string) {
+	if code := s.faults.QueryAuthErrcode; code != 0 {
+		return nil, code, faultMessage(code)
+	}
+	c := s.platform.codes[value]
+	if c == nil || c.component != caller || componentAppID != caller {
+		return nil, 61010, "code is expired or invalid"
+	}
+	s.platform.spend(value)
+	now := s.cfg.Now()
+	a := s.platform.current(c.component, c.account)
+	if !now.Before(c.expires) || a != c.auth {
+		return nil, 61010, "code is expired or invalid"
+	}
+	t := s.issueAuthorizerLocked(c.component, c.account)
+	return map[string]any{"authorization_info": map[string]any{
+		"authorizer_appid": c.account, "authorizer_access_token": t.value, "expires_in": s.expiresIn(t, now),
+		"authorizer_refresh_token": a.refreshToken, "func_info": []any{},
+	}}, 0, ""
 }
 
 func (s *Server) serveAuthorizerToken(w http.ResponseWriter, r *http.Request) {
@@ -285,32 +307,43 @@ func (s *Server) serveAuthorizerToken(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	a := s.authorizations[[2]string{caller, req.Authorizer}]
-	if req.AppID != caller || a == nil || a.revoked || a.refreshToken != req.RefreshToken {
+	if code := s.faults.AuthorizerTokenErrcode; code != 0 {
+		wxError(w, jsonType, code, faultMessage(code))
+		return
+	}
+	a := s.platform.current(caller, req.Authorizer)
+	if req.AppID != caller || a == nil || a.refreshToken != req.RefreshToken {
 		wxError(w, jsonType, 61023, "refresh_token is invalid")
 		return
 	}
-	t := s.issueAuthorizerLocked(req.Authorizer)
+	t := s.issueAuthorizerLocked(caller, req.Authorizer)
+	if s.cfg.RotateRefreshTokens || s.faults.RotateRefreshTokens {
+		// The refresh token just used is spent: only the new one works.
+		s.platform.rotate(a)
+	}
 	writeJSON(w, jsonType, map[string]any{
 		"authorizer_access_token": t.value, "expires_in": s.expiresIn(t, s.cfg.Now()), "authorizer_refresh_token": a.refreshToken,
 	})
 }
 
 // IssuedPlatformSecrets lists the component_verify_tickets, authorization
-// codes and authorizer refresh tokens handed out, for tests that check
-// none is logged.
+// codes (exchanged or not), pre-auth codes and authorizer refresh tokens
+// (rotated out or ended included) handed out, for tests that check none
+// is logged.
 func (s *Server) IssuedPlatformSecrets() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []string
-	for _, tickets := range s.verifyTickets {
+	out := slices.Clone(s.platform.retired)
+	for _, tickets := range s.platform.tickets {
 		out = append(out, tickets...)
 	}
-	for code := range s.authCodes {
+	for code := range s.platform.codes {
 		out = append(out, code)
 	}
-	for _, a := range s.authorizations {
-		out = append(out, a.refreshToken)
+	for _, accounts := range s.platform.accounts {
+		for _, a := range accounts.byAppID {
+			out = append(out, a.refreshToken)
+		}
 	}
 	return out
 }

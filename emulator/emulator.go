@@ -43,6 +43,19 @@ type Config struct {
 	StableWindow time.Duration
 	// Components are the third-party platforms it knows, by component_appid.
 	Components map[string]ComponentApp
+	// RotateRefreshTokens makes api_authorizer_token hand out a new
+	// refresh token each call, ending the previous one (see platform.go).
+	RotateRefreshTokens bool
+	// AuthCodeTTL is how long an authorization code can be exchanged
+	// (WeChat: 10 minutes).
+	AuthCodeTTL time.Duration
+	// TicketPushURL, if set, is the event URL a component_verify_ticket is
+	// pushed to for every platform, at start and then every
+	// TicketPushInterval (WeChat: 10 minutes), until Close.
+	TicketPushURL      string
+	TicketPushInterval time.Duration
+	// Logf, if set, is told what background work (the ticket push) did.
+	Logf func(format string, args ...any)
 	// Corps are the WeCom corps it knows: corp ID to its apps' secrets.
 	Corps map[string][]string
 	// TicketTTL is the lifetime of JS-SDK tickets (default: TokenTTL).
@@ -109,6 +122,16 @@ type Faults struct {
 	// token even after it was revoked, until its expiry: WeChat holds a
 	// token current that its APIs reject, and only force_refresh replaces it.
 	StableStale bool `json:"stable_stale,omitempty"`
+	// Third-party platform faults (platform.go): api_query_auth answers
+	// after QueryAuthDelay (the code spent at the start of the call), or
+	// answers QueryAuthErrcode spending nothing; api_authorizer_token and
+	// api_get_authorizer_list answer their errcode; RotateRefreshTokens
+	// as Config's.
+	QueryAuthDelay         Duration `json:"query_auth_delay,omitempty"`
+	QueryAuthErrcode       int      `json:"query_auth_errcode,omitempty"`
+	AuthorizerTokenErrcode int      `json:"authorizer_token_errcode,omitempty"`
+	AuthorizerListErrcode  int      `json:"authorizer_list_errcode,omitempty"`
+	RotateRefreshTokens    bool     `json:"rotate_refresh_tokens,omitempty"`
 }
 
 // Stats counts what the emulator saw. Tests assert on these.
@@ -135,6 +158,11 @@ type Stats struct {
 	QueryAuthCalls   int `json:"query_auth_calls"`
 	AuthorizerCalls  int `json:"authorizer_token_calls"`
 	AuthorizerIssued int `json:"authorizer_issued"`
+	// Calls to api_get_authorizer_list, and the periodic ticket pushes
+	// (Config.TicketPushURL) accepted and not accepted.
+	AuthorizerListCalls int `json:"authorizer_list_calls"`
+	TicketPushes        int `json:"ticket_pushes"`
+	TicketPushFailures  int `json:"ticket_push_failures"`
 }
 
 // Issued is the total of new tokens handed out.
@@ -147,6 +175,9 @@ type token struct {
 	expires  time.Time
 	revoked  time.Time // zero unless invalidated before expiry
 	issuedAt time.Time
+	// component is the platform an authorizer token was issued to: one
+	// account has a token per platform.
+	component string
 }
 
 // deadline is when the token stops working and whether that is expiry.
@@ -174,12 +205,8 @@ type Server struct {
 	tokens map[string]*token
 	// tickets holds every jsapi_ticket issued, by value.
 	tickets map[string]*ticket
-	// verifyTickets are the component_verify_tickets pushed, by platform.
-	verifyTickets map[string][]string
-	// authCodes are the authorization codes of AuthorizeAccount (platform,
-	// account); authorizations the accounts' refresh tokens.
-	authCodes      map[string][2]string
-	authorizations map[[2]string]*authorization
+	// platform is the third-party platforms' state (platform.go).
+	platform platformState
 	// corpApps are the WeCom apps that asked for a token, by corp and secret.
 	corpApps map[string]*corpApp
 	// codes are the login codes LoginCode issued; sessions the session
@@ -191,6 +218,9 @@ type Server struct {
 	stats          Stats
 	closed         chan struct{}
 	once           sync.Once
+	// pushes is the MessagePusher of the message push control endpoints
+	// (messages_control.go).
+	pushes MessagePusher
 }
 
 // New returns an emulator for cfg.
@@ -227,6 +257,7 @@ func New(cfg Config) *Server {
 		s.apps[id] = &app{secret: secret}
 	}
 	s.stats = newStats()
+	s.startTicketPush()
 	return s
 }
 
@@ -234,8 +265,12 @@ func newStats() Stats {
 	return Stats{IssuedByApp: map[string]int{}, APIRejected: map[int]int{}}
 }
 
-// Close releases requests held by the "hang" fault.
-func (s *Server) Close() { s.once.Do(func() { close(s.closed) }) }
+// Close releases requests held by the "hang" fault and stops the ticket
+// push, returning once it has stopped.
+func (s *Server) Close() {
+	s.once.Do(func() { close(s.closed) })
+	s.platform.loops.Wait()
+}
 
 // Stats returns a copy of the counters.
 func (s *Server) Stats() Stats {
@@ -258,6 +293,7 @@ func (s *Server) ResetStats() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats = newStats()
+	s.pushes.ResetStats()
 	for _, a := range s.apps {
 		a.classicCalls = 0
 		a.forced = nil
@@ -339,6 +375,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveQueryAuth(w, r)
 	case p == "/cgi-bin/component/api_authorizer_token":
 		s.serveAuthorizerToken(w, r)
+	case p == "/cgi-bin/component/api_get_authorizer_list" && r.Method == http.MethodPost:
+		s.serveAuthorizerList(w, r)
 	case p == "/cgi-bin/gettoken":
 		s.serveWeComToken(w, r)
 	case p == "/cgi-bin/ticket/getticket" || p == "/cgi-bin/get_jsapi_ticket":
@@ -779,6 +817,9 @@ type Echo struct {
 	// UserToken is the access_token of a /sns/ call (a user's OAuth
 	// token, not an app's), so tests can see it arrived untouched.
 	UserToken string `json:"user_access_token,omitempty"`
+	// ComponentAppID is the platform an authorizer token was issued to,
+	// so tests can tell one platform's token for an account from another's.
+	ComponentAppID string `json:"component_appid,omitempty"`
 }
 
 func (s *Server) serveEcho(w http.ResponseWriter, r *http.Request) {
@@ -802,17 +843,17 @@ func (s *Server) serveEcho(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.mu.Lock()
-	var appID string
+	var appID, componentAppID string
 	tokenKey := "access_token"
 	if strings.HasPrefix(r.URL.Path, "/cgi-bin/component/") {
 		tokenKey = "component_access_token"
 	}
 	if t := s.tokens[r.URL.Query().Get(tokenKey)]; t != nil {
-		appID = t.appID
+		appID, componentAppID = t.appID, t.component
 	}
 	s.mu.Unlock()
 	writeJSON(w, jsonType, Echo{
-		Errmsg: "ok", AppID: appID, Method: r.Method, Path: r.URL.Path, Query: strings.Join(kept, "&"),
+		Errmsg: "ok", AppID: appID, ComponentAppID: componentAppID, Method: r.Method, Path: r.URL.Path, Query: strings.Join(kept, "&"),
 		TokenParams: params, ContentType: r.Header.Get("Content-Type"),
 		BodyBytes: int(n), BodySHA256: hex.EncodeToString(h.Sum(nil)),
 		ChunkedInput: slices.Contains(r.TransferEncoding, "chunked"),
@@ -871,6 +912,10 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, "application/json", map[string]string{"code": s.LoginCode(r.URL.Query().Get("appid"))})
 	case "/_emulator/last_secret_call":
 		writeJSON(w, "application/json", s.LastSecretCall())
+	case "/_emulator/push_message", "/_emulator/verify_url", "/_emulator/pushes":
+		s.serveMessageControl(w, r)
+	case "/_emulator/component_push":
+		s.serveComponentPush(w, r)
 	default:
 		http.NotFound(w, r)
 	}

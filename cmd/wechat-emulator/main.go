@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -60,8 +61,27 @@ func (a appFlags) Set(v string) error {
 	return nil
 }
 
+// componentFlags are -component APPID:SECRET:TOKEN:AESKEY flags: the
+// third-party platforms the emulator knows.
+type componentFlags map[string]emulator.ComponentApp
+
+func (c componentFlags) String() string { return fmt.Sprint(len(c), " platforms") }
+
+func (c componentFlags) Set(v string) error {
+	parts := strings.Split(v, ":")
+	if len(parts) != 4 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return errors.New("want APPID:SECRET:TOKEN:AESKEY (none of them containing ':')")
+	}
+	if _, err := emulator.SealMessage(parts[3], nil, parts[0]); err != nil {
+		return fmt.Errorf("AESKEY: %w", err)
+	}
+	c[parts[0]] = emulator.ComponentApp{Secret: parts[1], Token: parts[2], AESKey: parts[3]}
+	return nil
+}
+
 func main() {
 	apps, corps := appFlags{}, corpFlags{}
+	components := componentFlags{}
 	var cfg emulator.Config
 	listen := flag.String("listen", "127.0.0.1:9801", "address to listen on")
 	flag.Var(apps, "app", "an app the emulator knows, as APPID:SECRET (repeatable; default the demo app "+DemoAppID+")")
@@ -74,6 +94,10 @@ func main() {
 	flag.IntVar(&cfg.ClassicDailyQuota, "classic-quota", 2000, "calls to /cgi-bin/token per app before 45009")
 	flag.DurationVar(&cfg.ForceMinInterval, "force-interval", 30*time.Second, "minimum gap between force_refresh calls")
 	flag.IntVar(&cfg.ForceDailyQuota, "force-quota", 20, "force_refresh calls per app per day")
+	flag.Var(components, "component", "a third-party platform the emulator knows, as APPID:SECRET:TOKEN:AESKEY (repeatable)")
+	flag.StringVar(&cfg.TicketPushURL, "ticket-push-url", "", "event URL to push every platform's component_verify_ticket to, at start and every -ticket-push-every")
+	flag.DurationVar(&cfg.TicketPushInterval, "ticket-push-every", 10*time.Minute, "interval of the ticket push (WeChat: 10m)")
+	flag.BoolVar(&cfg.RotateRefreshTokens, "rotate-refresh-tokens", false, "api_authorizer_token hands out a new refresh token each call, ending the previous one")
 	flag.Parse()
 	if len(apps) == 0 {
 		apps[DemoAppID] = DemoAppSecret
@@ -83,7 +107,15 @@ func main() {
 		corps[DemoCorpID] = []string{DemoCorpSecret}
 	}
 	cfg.Corps = corps
+	cfg.Components = components
+	cfg.Logf = log.Printf
 
+	// Listening before the first ticket push: the platform it reaches
+	// calls back at once.
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		log.Fatal(err)
+	}
 	emu := emulator.New(cfg)
 	srv := &http.Server{Addr: *listen, Handler: emu, ReadHeaderTimeout: 10 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -95,8 +127,8 @@ func main() {
 		defer cancel()
 		_ = srv.Shutdown(shutdown)
 	}()
-	log.Printf("WeChat API emulator on http://%s (%d apps, %d WeCom corps, token TTL %s); control: /_emulator/stats, /_emulator/faults, /_emulator/revoke", *listen, len(apps), len(corps), cfg.TokenTTL)
-	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	log.Printf("WeChat API emulator on http://%s (%d apps, %d WeCom corps, %d platforms, token TTL %s); control: /_emulator/stats, /_emulator/faults, /_emulator/revoke", *listen, len(apps), len(corps), len(components), cfg.TokenTTL)
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Fatal(err)
 	}
 }
