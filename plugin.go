@@ -1,8 +1,9 @@
-// Package caddywechat plugs the wechat_token handler into Caddy builds:
+// Package caddywechat plugs caddy-wechat into Caddy builds:
 //
 //	xcaddy build --with github.com/caddy-wechat/caddy-wechat
 //
-// The module itself lives in package caddymodule.
+// registers the wechat app and the wechat_token, wechat_token_value,
+// wechat_jssdk and wechat_component_events handlers (package caddymodule).
 package caddywechat
 
-import _ "github.com/caddy-wechat/caddy-wechat/caddymodule" // registers http.handlers.wechat_token
+import _ "github.com/caddy-wechat/caddy-wechat/caddymodule" // registers the modules

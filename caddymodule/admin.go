@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/credential"
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
 )
 
@@ -46,13 +47,13 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	path := strings.TrimPrefix(r.URL.Path, "/wechat_token/")
 	switch {
 	case strings.HasPrefix(path, "components/"):
-		return serveComponent(w, r, strings.TrimPrefix(path, "components/"))
+		return a.component(w, r, strings.TrimPrefix(path, "components/"))
 	case path == "apps":
 		if r.Method != http.MethodGet {
 			return methodNotAllowed(w, http.MethodGet)
 		}
 		statuses := []token.Status{}
-		for _, m := range liveManagers("", "") {
+		for _, m := range registry.Managers("", "") {
 			m.ReadLedger(r.Context()) // what the fleet has left, not just this instance's view
 			statuses = append(statuses, m.Status())
 		}
@@ -70,7 +71,7 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 // refreshResult is the answer for one app and token API.
 type refreshResult struct {
 	AppID     string             `json:"app_id"`
-	TokenAPI  token.API          `json:"token_api"`
+	TokenAPI  string             `json:"token_api"`
 	Renewed   bool               `json:"renewed"`
 	ExpiresAt *time.Time         `json:"expires_at,omitempty"`
 	Note      string             `json:"note,omitempty"`
@@ -79,7 +80,7 @@ type refreshResult struct {
 
 func (a adminAPI) refresh(w http.ResponseWriter, r *http.Request, appID string) error {
 	api := r.URL.Query().Get("token_api")
-	matches := liveManagers(appID, token.API(api))
+	matches := registry.Managers(appID, api)
 	if len(matches) == 0 {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no loaded wechat_token config for app_id %q", appID)}
 	}
@@ -88,7 +89,7 @@ func (a adminAPI) refresh(w http.ResponseWriter, r *http.Request, appID string) 
 	status := http.StatusOK
 	for _, m := range matches {
 		tok, renewed, err := m.RenewNow(r.Context(), force)
-		res := refreshResult{AppID: m.AppID(), TokenAPI: m.API()}
+		res := refreshResult{AppID: m.AppID(), TokenAPI: m.Kind().Name}
 		if err != nil {
 			status = http.StatusBadGateway
 			res.Error = &token.ErrorStatus{Message: err.Error(), Meaning: "renewal failed", At: time.Now()}
@@ -111,7 +112,7 @@ func (a adminAPI) refresh(w http.ResponseWriter, r *http.Request, appID string) 
 			expires := tok.ExpiresAt
 			res.ExpiresAt = &expires
 			res.Renewed = renewed
-			if !res.Renewed && m.API() == token.Stable && !force {
+			if !res.Renewed && m.Kind().ForceRefresh && !force {
 				res.Note = fmt.Sprintf("stable_token hands out the same token until shortly before it expires (WeChat: its last 5 minutes), "+
 					"and this one expires in %s; add ?force=1 to force_refresh (20 a day, ending the current token at once)",
 					time.Until(tok.ExpiresAt).Truncate(time.Second))
@@ -120,6 +121,69 @@ func (a adminAPI) refresh(w http.ResponseWriter, r *http.Request, appID string) 
 		results = append(results, res)
 	}
 	return writeJSON(w, status, results)
+}
+
+// componentStatus is GET /wechat_token/components/{name}: never a ticket,
+// token or secret.
+type componentStatus struct {
+	Name               string        `json:"name"`
+	ComponentAppID     string        `json:"component_appid"`
+	TicketReceivedAt   *time.Time    `json:"verify_ticket_received_at,omitempty"`
+	TicketAgeSeconds   *int64        `json:"verify_ticket_age_seconds,omitempty"`
+	TicketError        string        `json:"verify_ticket_error,omitempty"`
+	ComponentToken     *token.Status `json:"component_access_token,omitempty"`
+	Authorizers        int           `json:"authorizers"`
+	AuthorizerFailures int           `json:"authorizer_failures"`
+}
+
+// component serves /wechat_token/components/{name}[/authorizers].
+func (adminAPI) component(w http.ResponseWriter, r *http.Request, path string) error {
+	name, sub, _ := strings.Cut(path, "/")
+	p := registry.Platform(name)
+	if p == nil {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no component %q in the running config", name)}
+	}
+	switch {
+	case sub == "authorizers" && r.Method == http.MethodPost:
+		return importAuthorizers(w, r, p)
+	case sub == "authorizers":
+		return methodNotAllowed(w, http.MethodPost)
+	case sub != "":
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no such wechat_token admin route: %s", r.URL.Path)}
+	case r.Method != http.MethodGet:
+		return methodNotAllowed(w, http.MethodGet)
+	}
+	st := componentStatus{Name: name, ComponentAppID: p.ComponentAppID()}
+	if t, err := p.VerifyTicket(r.Context()); err != nil {
+		st.TicketError = err.Error()
+	} else {
+		age := int64(time.Since(t.ReceivedAt) / time.Second)
+		st.TicketReceivedAt, st.TicketAgeSeconds = &t.ReceivedAt, &age
+	}
+	if m := p.ComponentToken().Current(); m != nil {
+		s := m.Status()
+		st.ComponentToken = &s
+	}
+	st.Authorizers, st.AuthorizerFailures = p.Counts(r.Context())
+	return writeJSON(w, http.StatusOK, st)
+}
+
+// importAuthorizers is POST /wechat_token/components/{name}/authorizers:
+// accounts authorized before the proxy, with their refresh tokens.
+func importAuthorizers(w http.ResponseWriter, r *http.Request, p *credential.Platform) error {
+	var accounts []credential.Imported
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 32<<20))
+	if err := dec.Decode(&accounts); err != nil {
+		return writeJSON(w, http.StatusBadRequest, map[string]string{"error": "want [{\"authorizer_appid\",\"authorizer_refresh_token\"}]: " + err.Error()})
+	}
+	if err := p.Import(r.Context(), accounts); err != nil {
+		status := http.StatusBadRequest
+		if errors.Is(err, credential.ErrStorage) {
+			status = http.StatusBadGateway
+		}
+		return writeJSON(w, status, map[string]string{"error": err.Error()})
+	}
+	return writeJSON(w, http.StatusOK, map[string]int{"imported": len(accounts)})
 }
 
 func methodNotAllowed(w http.ResponseWriter, allow string) error {

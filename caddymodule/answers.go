@@ -39,7 +39,7 @@ func writeWeChatError(w http.ResponseWriter, status int, errmsg string) error {
 }
 
 // unavailable answers at once when no valid token exists.
-func (h *Handler) unavailable(w http.ResponseWriter, cause error) error {
+func unavailable(w http.ResponseWriter, cause error) error {
 	return writeWeChatError(w, http.StatusServiceUnavailable, "wechat_token: "+cause.Error())
 }
 

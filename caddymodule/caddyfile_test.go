@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/credential"
+
 	"encoding/json"
 	"reflect"
 	"strings"
@@ -30,10 +32,12 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Handler{
-		AppID: "{env.WECHAT_APP_ID}", AppSecret: "{file./run/secrets/wechat}", TokenAPI: "classic",
-		APIBase: "https://api2.weixin.qq.com", RefreshAhead: caddy.Duration(10 * time.Minute),
+		CredentialOptions: CredentialOptions{
+			AppID: "{env.WECHAT_APP_ID}", AppSecret: "{file./run/secrets/wechat}", TokenAPI: "classic",
+			APIBase: "https://api2.weixin.qq.com", RefreshAhead: caddy.Duration(10 * time.Minute),
+			FetchTimeout: caddy.Duration(3 * time.Second), MinRefreshInterval: caddy.Duration(30 * time.Second),
+		},
 		RetryOn: []int64{40001, 42001, 40014}, MaxReplayBody: 20 << 20,
-		FetchTimeout: caddy.Duration(3 * time.Second), MinRefreshInterval: caddy.Duration(30 * time.Second),
 	}
 	if !reflect.DeepEqual(h, want) {
 		t.Fatalf("got %+v\nwant %+v", h, want)
@@ -114,49 +118,49 @@ func TestDirectiveOrderedBeforeReverseProxy(t *testing.T) {
 func TestSettingsValidation(t *testing.T) {
 	t.Setenv("WX_TEST_SECRET", "from-env")
 	t.Setenv("WX_TEST_EMPTY", "")
-	ok := Handler{AppID: "wx1", AppSecret: "{env.WX_TEST_SECRET}"}
+	ok := Handler{CredentialOptions: CredentialOptions{AppID: "wx1", AppSecret: "{env.WX_TEST_SECRET}"}}
 	s, err := ok.spec()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.secret != "from-env" || s.api != "stable" || s.apiBase != DefaultAPIBase {
+	if s.Secret != "from-env" || s.Kind != credential.Stable || s.APIBase != DefaultAPIBase {
 		t.Fatalf("defaults: %+v", s)
 	}
-	wecom, err := (&Handler{CorpID: "ww1", CorpSecret: "{env.WX_TEST_SECRET}"}).spec()
-	if err != nil || wecom.api != "wecom" || wecom.apiBase != DefaultWeComAPIBase || !strings.HasPrefix(wecom.managerID(), "ww1-") ||
-		strings.Contains(wecom.managerID(), "from-env") {
-		t.Fatalf("WeCom spec %+v (%s), %v", wecom, wecom.managerID(), err)
+	wecom, err := (&Handler{CredentialOptions: CredentialOptions{CorpID: "ww1", CorpSecret: "{env.WX_TEST_SECRET}"}}).spec()
+	if err != nil || wecom.Kind != credential.WeCom || wecom.APIBase != DefaultWeComAPIBase || !strings.HasPrefix(wecom.Label(), "ww1-") ||
+		strings.Contains(wecom.Label(), "from-env") {
+		t.Fatalf("WeCom spec %+v (%s), %v", wecom, wecom.Label(), err)
 	}
-	other, _ := (&Handler{CorpID: "ww1", CorpSecret: "another"}).spec()
-	if other.identity() == wecom.identity() {
+	other, _ := (&Handler{CredentialOptions: CredentialOptions{CorpID: "ww1", CorpSecret: "another"}}).spec()
+	if other.Identity() == wecom.Identity() {
 		t.Fatal("two apps of one corp share an identity")
 	}
 	for name, c := range map[string]struct {
 		h    Handler
 		want string
 	}{
-		"no app_id":      {Handler{AppSecret: "x"}, "app_id is required"},
-		"empty app_id":   {Handler{AppID: "{env.WX_TEST_EMPTY}", AppSecret: "x"}, "app_id"},
-		"no secret":      {Handler{AppID: "wx1"}, "app_secret is required"},
-		"empty secret":   {Handler{AppID: "wx1", AppSecret: "{env.WX_TEST_EMPTY}"}, "app_secret is empty once placeholders are expanded ({env.WX_TEST_EMPTY}): environment variable WX_TEST_EMPTY is empty"},
-		"unset secret":   {Handler{AppID: "wx1", AppSecret: "{env.WX_TEST_NEVER_SET}"}, "environment variable WX_TEST_NEVER_SET is not set"},
-		"missing file":   {Handler{AppID: "wx1", AppSecret: "{file./nonexistent/secret}"}, "file /nonexistent/secret cannot be read"},
-		"blank literal":  {Handler{AppID: "wx1", AppSecret: "  "}, "app_secret is empty once placeholders are expanded (value not shown)"},
-		"unset app_id":   {Handler{AppID: "{env.WX_TEST_NO_APP}", AppSecret: "x"}, "app_id is empty once placeholders are expanded ({env.WX_TEST_NO_APP}): environment variable WX_TEST_NO_APP is not set"},
-		"token_api":      {Handler{AppID: "wx1", AppSecret: "x", TokenAPI: "fast"}, "token_api"},
-		"api_base":       {Handler{AppID: "wx1", AppSecret: "x", APIBase: "api.weixin.qq.com"}, "api_base"},
-		"api_base query": {Handler{AppID: "wx1", AppSecret: "x", APIBase: "https://h/?a=1"}, "api_base"},
-		"negative":       {Handler{AppID: "wx1", AppSecret: "x", FetchTimeout: -1}, "fetch_timeout must not be negative"},
-		"replay":         {Handler{AppID: "wx1", AppSecret: "x", MaxReplayBody: -1}, "max_replay_body"},
-		"retry_on 0":     {Handler{AppID: "wx1", AppSecret: "x", RetryOn: []int64{0}}, "retry_on"},
-		"api_base user":  {Handler{AppID: "wx1", AppSecret: "x", APIBase: "https://u:from-env@h"}, "carries credentials"},
-		"lifetime":       {Handler{AppID: "wx1", AppSecret: "x", MinTokenLifetime: -1}, "min_token_lifetime must not be negative"},
-		"daily limit":    {Handler{AppID: "wx1", AppSecret: "x", DailyRefreshLimit: -2}, "daily_refresh_limit"},
-		"corp and app":   {Handler{AppID: "wx1", CorpID: "ww1", CorpSecret: "x"}, "not both"},
-		"corp token_api": {Handler{CorpID: "ww1", CorpSecret: "x", TokenAPI: "stable"}, "token_api does not apply to WeCom"},
-		"corp no secret": {Handler{CorpID: "ww1"}, "corp_secret is required"},
-		"corp no id":     {Handler{CorpSecret: "x"}, "corp_id is required"},
-		"corp empty":     {Handler{CorpID: "ww1", CorpSecret: "{env.WX_TEST_EMPTY}"}, "corp_secret is empty once placeholders are expanded ({env.WX_TEST_EMPTY})"},
+		"no app_id":      {Handler{CredentialOptions: CredentialOptions{AppSecret: "x"}}, "app_id is required"},
+		"empty app_id":   {Handler{CredentialOptions: CredentialOptions{AppID: "{env.WX_TEST_EMPTY}", AppSecret: "x"}}, "app_id"},
+		"no secret":      {Handler{CredentialOptions: CredentialOptions{AppID: "wx1"}}, "app_secret is required"},
+		"empty secret":   {Handler{CredentialOptions: CredentialOptions{AppID: "wx1", AppSecret: "{env.WX_TEST_EMPTY}"}}, "app_secret is empty once placeholders are expanded ({env.WX_TEST_EMPTY}): environment variable WX_TEST_EMPTY is empty"},
+		"unset secret":   {Handler{CredentialOptions: CredentialOptions{AppID: "wx1", AppSecret: "{env.WX_TEST_NEVER_SET}"}}, "environment variable WX_TEST_NEVER_SET is not set"},
+		"missing file":   {Handler{CredentialOptions: CredentialOptions{AppID: "wx1", AppSecret: "{file./nonexistent/secret}"}}, "file /nonexistent/secret cannot be read"},
+		"blank literal":  {Handler{CredentialOptions: CredentialOptions{AppID: "wx1", AppSecret: "  "}}, "app_secret is empty once placeholders are expanded (value not shown)"},
+		"unset app_id":   {Handler{CredentialOptions: CredentialOptions{AppID: "{env.WX_TEST_NO_APP}", AppSecret: "x"}}, "app_id is empty once placeholders are expanded ({env.WX_TEST_NO_APP}): environment variable WX_TEST_NO_APP is not set"},
+		"token_api":      {Handler{CredentialOptions: CredentialOptions{AppID: "wx1", AppSecret: "x", TokenAPI: "fast"}}, "token_api"},
+		"api_base":       {Handler{CredentialOptions: CredentialOptions{AppID: "wx1", AppSecret: "x", APIBase: "api.weixin.qq.com"}}, "api_base"},
+		"api_base query": {Handler{CredentialOptions: CredentialOptions{AppID: "wx1", AppSecret: "x", APIBase: "https://h/?a=1"}}, "api_base"},
+		"negative":       {Handler{CredentialOptions: CredentialOptions{AppID: "wx1", AppSecret: "x", FetchTimeout: -1}}, "fetch_timeout must not be negative"},
+		"replay":         {Handler{CredentialOptions: CredentialOptions{AppID: "wx1", AppSecret: "x"}, MaxReplayBody: -1}, "max_replay_body"},
+		"retry_on 0":     {Handler{CredentialOptions: CredentialOptions{AppID: "wx1", AppSecret: "x"}, RetryOn: []int64{0}}, "retry_on"},
+		"api_base user":  {Handler{CredentialOptions: CredentialOptions{AppID: "wx1", AppSecret: "x", APIBase: "https://u:from-env@h"}}, "carries credentials"},
+		"lifetime":       {Handler{CredentialOptions: CredentialOptions{AppID: "wx1", AppSecret: "x", MinTokenLifetime: -1}}, "min_token_lifetime must not be negative"},
+		"daily limit":    {Handler{CredentialOptions: CredentialOptions{AppID: "wx1", AppSecret: "x", DailyRefreshLimit: -2}}, "daily_refresh_limit"},
+		"corp and app":   {Handler{CredentialOptions: CredentialOptions{AppID: "wx1", CorpID: "ww1", CorpSecret: "x"}}, "not both"},
+		"corp token_api": {Handler{CredentialOptions: CredentialOptions{CorpID: "ww1", CorpSecret: "x", TokenAPI: "stable"}}, "token_api does not apply to WeCom"},
+		"corp no secret": {Handler{CredentialOptions: CredentialOptions{CorpID: "ww1"}}, "corp_secret is required"},
+		"corp no id":     {Handler{CredentialOptions: CredentialOptions{CorpSecret: "x"}}, "corp_id is required"},
+		"corp empty":     {Handler{CredentialOptions: CredentialOptions{CorpID: "ww1", CorpSecret: "{env.WX_TEST_EMPTY}"}}, "corp_secret is empty once placeholders are expanded ({env.WX_TEST_EMPTY})"},
 	} {
 		_, err := c.h.spec()
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -166,4 +170,13 @@ func TestSettingsValidation(t *testing.T) {
 			t.Errorf("%s: error reveals the secret", name)
 		}
 	}
+}
+
+// spec is what Provision checks of h's options, for an app: the
+// credential's and the proxying's.
+func (h *Handler) spec() (credential.Spec, error) {
+	if err := h.checkProxyOptions(); err != nil {
+		return credential.Spec{}, err
+	}
+	return h.CredentialOptions.spec()
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/credential"
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/replay"
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/wxhttp"
@@ -41,21 +42,28 @@ func (f *countingFetcher) Fetch(context.Context, bool) (token.Fetched, error) {
 // really refreshes.
 func benchHandler(b *testing.B) *Handler {
 	b.Helper()
-	m, err := token.NewManager(token.Options{AppID: "wxbench", API: token.Classic, Settings: token.Settings{
-		Fetcher: &countingFetcher{}, MinRefreshInterval: time.Nanosecond, DailyRefreshLimit: 0,
-	}})
+	// No storage: the keys name nothing that is written.
+	m, err := token.NewManager(token.Options{AppID: "wxbench", Kind: token.Kind{Name: "classic", Noun: "access_token"},
+		Keys: token.Keys{Record: "unused", Lock: "unused", Ledger: "unused", LedgerLock: "unused"}, Settings: token.Settings{
+			Fetcher: &countingFetcher{}, MinRefreshInterval: time.Nanosecond, DailyRefreshLimit: 0,
+		}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(m.Stop)
 	m.Start()
-	cred := newCredentialRef()
-	cred.resolve(m)
 	if _, err := m.Token(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	return &Handler{cred: cred, retryOn: DefaultRetryOn, MaxReplayBody: DefaultMaxReplayBody, replay: replay.NewPool(replay.Limits{}, new(replay.Usage)), logger: zap.NewNop(), param: new(atomic.Pointer[escapedToken])}
+	return &Handler{source: managerSource{m}, retryOn: credential.Classic.RejectedBy, MaxReplayBody: DefaultMaxReplayBody, replay: replay.NewPool(replay.Limits{}, new(replay.Usage)), logger: zap.NewNop(), param: new(atomic.Pointer[escapedToken])}
 }
+
+// managerSource is one manager for every request.
+type managerSource struct{ m *token.Manager }
+
+func (managerSource) locate(*http.Request) (string, error) { return "", nil }
+
+func (s managerSource) get(context.Context, string) (Credential, error) { return s.m, nil }
 
 // discardWriter is a ResponseWriter that keeps nothing but the headers,
 // reset between iterations to what Caddy's server sets before handlers.
@@ -183,7 +191,7 @@ func BenchmarkRetry(b *testing.B) {
 	var calls int
 	next := upstream(func(r *http.Request) []byte {
 		calls++
-		current, err := h.cred.manager.Load().Token(r.Context())
+		current, err := h.source.(managerSource).m.Token(r.Context())
 		if err != nil || calls%2 == 1 || !strings.HasSuffix(r.URL.RawQuery, wxhttp.TokenParam(current.Value)) {
 			return jsonRejected
 		}

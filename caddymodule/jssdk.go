@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/credential"
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/jssdk"
 )
 
@@ -30,7 +31,7 @@ func init() {
 // Its app options are wechat_token's; a wechat_token for the same app
 // shares its access token.
 type JSSDK struct {
-	Handler
+	CredentialOptions
 
 	// Hosts whose pages may be signed: exact names (example.com) or
 	// wildcards for subdomains (*.example.com, which does not match
@@ -40,7 +41,7 @@ type JSSDK struct {
 	// applies at WeChat's end).
 	AllowedHosts []string `json:"allowed_hosts,omitempty"`
 
-	ticket *credentialRef
+	ticket *credential.Ref
 	appID  string
 }
 
@@ -56,25 +57,31 @@ func (JSSDK) CaddyModule() caddy.ModuleInfo {
 // token and jsapi_ticket to the wechat app.
 func (j *JSSDK) Provision(ctx caddy.Context) error {
 	const directive = "wechat_jssdk"
-	if err := j.provision(ctx, directive); err != nil {
-		return err
-	}
-	spec, err := j.spec() // validated by provision
+	app, err := wechatApp(ctx, directive)
 	if err != nil {
 		return err
 	}
-	j.appID = spec.appID
+	if j.Component != "" || j.Authorizer != "" {
+		return fmt.Errorf("%s: component and authorizer do not apply: it signs for an app (app_id or corp_id)", directive)
+	}
+	spec, err := j.spec()
+	if err != nil {
+		return j.errorf(directive, err)
+	}
+	j.appID = spec.ID
 	for _, p := range j.AllowedHosts {
 		if err := jssdk.CheckHostPattern(p); err != nil {
-			return fmt.Errorf("%s (app_id %s): allowed_hosts: %w", directive, j.appID, err)
+			return j.errorf(directive, fmt.Errorf("allowed_hosts: %w", err))
 		}
 	}
-	app, err := ctx.App("wechat")
+	ticket, err := credential.TicketOf(spec)
 	if err != nil {
-		return fmt.Errorf("%s: %w", directive, err)
+		return j.errorf(directive, err)
 	}
-	j.ticket, err = app.(*App).declare(ticketSpec(spec), directive)
-	return err
+	if j.ticket, err = app.creds.Declare(ticket, directive); err != nil {
+		return err
+	}
+	return registerMetrics(ctx.GetMetricsRegistry())
 }
 
 func parseJSSDK(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -100,10 +107,8 @@ func (j *JSSDK) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return true, d.Errf("allowed_hosts: at least one host is required (like example.com or *.example.com)")
 			}
 			return true, nil
-		case "retry_on", "max_replay_body", "passthrough", "app_secret_calls":
-			return true, d.Errf("%s does not apply to wechat_jssdk, which proxies nothing", option)
 		}
-		return false, nil
+		return notProxied(d, "wechat_jssdk", option)
 	})
 }
 
@@ -129,7 +134,7 @@ func (j *JSSDK) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Ha
 	if !jssdk.HostAllowed(host, j.AllowedHosts) {
 		return writeWeChatError(w, http.StatusForbidden, "wechat_token: pages on "+host+" are not signed here (allowed_hosts)")
 	}
-	m, err := j.ticket.get(r.Context())
+	m, err := j.ticket.Get(r.Context())
 	if err == nil {
 		ticket, tokErr := m.Token(r.Context())
 		if tokErr == nil {

@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/credential"
+
 	"strings"
 	"testing"
 
@@ -38,13 +40,16 @@ func TestJSSDKCaddyfile(t *testing.T) {
 }
 
 func TestTicketSpecDependsOnItsToken(t *testing.T) {
-	h := Handler{AppID: "wx1", AppSecret: "s", TokenAPI: "classic"}
-	spec, err := h.spec()
+	o := CredentialOptions{AppID: "wx1", AppSecret: "s", TokenAPI: "classic"}
+	spec, err := o.spec()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ticket := ticketSpec(spec)
-	if ticket.identity() != "jsapi_ticket/wx1" || ticket.tokenSpec().identity() != spec.identity() {
-		t.Fatalf("ticket %s depends on %s, want %s", ticket.identity(), ticket.tokenSpec().identity(), spec.identity())
+	ticket, err := credential.TicketOf(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ticket.Identity() != "jsapi_ticket/wx1" || ticket.Kind.Needs(ticket).Identity() != spec.Identity() {
+		t.Fatalf("ticket %s depends on %s, want %s", ticket.Identity(), ticket.Kind.Needs(ticket).Identity(), spec.Identity())
 	}
 }

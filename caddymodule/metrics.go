@@ -72,8 +72,8 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	byApp := map[[2]string]*appMetrics{}
 	var order [][2]string
-	for _, m := range liveManagers("", "") {
-		key := [2]string{m.AppID(), string(m.API())}
+	for _, m := range registry.Managers("", "") {
+		key := [2]string{m.AppID(), m.Kind().Name}
 		st := m.Status()
 		a := byApp[key]
 		if a == nil {

@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/credential"
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
 )
 
@@ -33,10 +35,12 @@ func init() {
 //	     after a refresh if (and only if) that token is still the current
 //	     one, through the same single flight and rate limit as the proxy.
 //
-// Its options are wechat_token's; handlers naming the same app share one
-// token.
+// Its credential options are wechat_token's; handlers naming the same app
+// share one token.
 type TokenValue struct {
-	Handler
+	CredentialOptions
+
+	cred *credential.Ref
 }
 
 // CaddyModule returns the Caddy module information.
@@ -50,7 +54,20 @@ func (TokenValue) CaddyModule() caddy.ModuleInfo {
 // Provision validates the configuration and declares the app's token to
 // the wechat app.
 func (v *TokenValue) Provision(ctx caddy.Context) error {
-	return v.provision(ctx, "wechat_token_value")
+	const directive = "wechat_token_value"
+	app, err := wechatApp(ctx, directive)
+	if err != nil {
+		return err
+	}
+	if v.Authorizer != "" {
+		return fmt.Errorf("%s: authorizer does not apply: it answers one credential", directive)
+	}
+	res, err := v.resolve(app, directive)
+	if err != nil {
+		return err
+	}
+	v.cred = res.source.(fixedSource).ref
+	return registerMetrics(ctx.GetMetricsRegistry())
 }
 
 func parseTokenValue(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -59,11 +76,19 @@ func parseTokenValue(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error
 	return &v, err
 }
 
+// UnmarshalCaddyfile reads wechat_token's credential options (not its
+// proxying options: this handler proxies nothing).
+func (v *TokenValue) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	return v.unmarshalBlock(d, func(d *caddyfile.Dispenser, option string) (bool, error) {
+		return notProxied(d, "wechat_token_value", option)
+	})
+}
+
 // ServeHTTP answers the token; it never calls next.
 func (v *TokenValue) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	m, err := v.cred.get(r.Context())
+	m, err := v.cred.Get(r.Context())
 	if err != nil {
-		return v.unavailable(w, err)
+		return unavailable(w, err)
 	}
 	var tok token.Token
 	switch r.Method {
@@ -86,7 +111,7 @@ func (v *TokenValue) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyht
 		if ctxErr := r.Context().Err(); ctxErr != nil {
 			return ctxErr
 		}
-		return v.unavailable(w, err)
+		return unavailable(w, err)
 	}
 	body, err := json.Marshal(struct {
 		AccessToken string `json:"access_token"`
@@ -128,4 +153,5 @@ func rejectedToken(r *http.Request) (string, error) {
 var (
 	_ caddy.Provisioner           = (*TokenValue)(nil)
 	_ caddyhttp.MiddlewareHandler = (*TokenValue)(nil)
+	_ caddyfile.Unmarshaler       = (*TokenValue)(nil)
 )

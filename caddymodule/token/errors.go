@@ -90,17 +90,6 @@ func Meaning(code int64, errmsg string) string {
 // exceed the rate limit that protects WeChat's daily quota.
 var ErrRefreshLimited = errors.New("token refresh rate limit reached")
 
-// ErrNoToken is wrapped by Manager.Token when no valid token is held;
-// ErrNoTicket when the manager holds jsapi_tickets.
-var (
-	ErrNoToken  = errors.New("no valid access_token")
-	ErrNoTicket = errors.New("no valid jsapi_ticket")
-)
-
-// errNone is what Token wraps when a manager of api holds nothing valid.
-func errNone(api API) error {
-	if api == JSAPITicket {
-		return ErrNoTicket
-	}
-	return ErrNoToken
-}
+// ErrNoToken is wrapped by Manager.Token when no valid token is held (a
+// Kind may name another error, such as one for tickets).
+var ErrNoToken = errors.New("no valid access_token")

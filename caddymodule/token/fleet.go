@@ -34,11 +34,13 @@ const (
 	syncPeriodMax = time.Minute
 )
 
-// record is what is kept in the store for one app and token API.
+// record is what is kept in the store for one credential.
 type record struct {
-	Version   int       `json:"version"`
-	AppID     string    `json:"app_id"`
-	API       API       `json:"token_api"`
+	Version int    `json:"version"`
+	AppID   string `json:"app_id"`
+	// Kind is the kind's name; the JSON name is that of the first
+	// release, whose kinds were the two token APIs.
+	Kind      string    `json:"token_api"`
 	Token     string    `json:"access_token"`
 	FetchedAt time.Time `json:"fetched_at"`
 	ExpiresAt time.Time `json:"expires_at"`
@@ -53,12 +55,6 @@ func SecretFingerprint(appID, secret string) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// StoreKey is where the token of appID for api is kept, and the name of
-// the lock that guards its renewal.
-func StoreKey(appID string, api API) (key, lock string) {
-	return "wechat_token/" + string(api) + "/" + appID + ".json", "wechat_token_" + string(api) + "_" + appID
-}
-
 // loadShared reads the stored token. It returns false, logging why, when
 // there is none usable: missing, unreadable, corrupt, or for another app.
 func (m *Manager) loadShared() (*Token, bool) {
@@ -70,7 +66,12 @@ func (m *Manager) loadShared() (*Token, bool) {
 func (m *Manager) readShared() (*Token, error) {
 	ctx, cancel := context.WithTimeout(m.ctx, storeTimeout)
 	defer cancel()
-	data, err := m.cfg().Store.Load(ctx, m.storeKey)
+	key := m.keys.Record
+	data, err := m.cfg().Store.Load(ctx, key)
+	if errors.Is(err, fs.ErrNotExist) && m.keys.Legacy != "" {
+		key = m.keys.Legacy
+		data, err = m.cfg().Store.Load(ctx, key)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		m.storageWorks()
 		return nil, nil
@@ -81,14 +82,17 @@ func (m *Manager) readShared() (*Token, error) {
 	}
 	m.storageWorks()
 	var rec record
-	if err := json.Unmarshal(data, &rec); err != nil || rec.Version != recordVersion || rec.AppID != m.appID || rec.API != m.api ||
-		rec.Token == "" || len(rec.Token) > maxTokenLen || rec.ExpiresAt.IsZero() || rec.ExpiresAt.Sub(rec.FetchedAt) > MaxLifetime+time.Minute {
-		m.warnOnce("record", nil, "ignoring a shared token record that is corrupt or not this app's", zap.String("key", m.storeKey), zap.Int("bytes", len(data)))
+	if err := json.Unmarshal(data, &rec); err != nil || rec.Version != recordVersion || rec.AppID != m.appID || rec.Kind != m.kind.Name ||
+		rec.Token == "" || len(rec.Token) > MaxTokenLen || rec.ExpiresAt.IsZero() || rec.ExpiresAt.Sub(rec.FetchedAt) > MaxLifetime+time.Minute {
+		m.warnOnce("record", nil, "ignoring a shared token record that is corrupt or not this app's", zap.String("key", key), zap.Int("bytes", len(data)))
 		return nil, nil
+	}
+	if key == m.keys.Legacy && rec.SecretID != m.cfg().SecretID {
+		return nil, nil // another holder's, under a key that did not tell them apart
 	}
 	if rec.SecretID != m.cfg().SecretID {
 		m.errorOnce("secret:"+rec.SecretID, "instances sharing storage are configured with different AppSecrets for this app; "+
-			"the stored token is used while it works, but check app_secret on every instance", zap.String("key", m.storeKey))
+			"the stored token is used while it works, but check app_secret on every instance", zap.String("key", key))
 	}
 	return &Token{Value: rec.Token, FetchedAt: rec.FetchedAt, ExpiresAt: rec.ExpiresAt}, nil
 }
@@ -96,12 +100,12 @@ func (m *Manager) readShared() (*Token, error) {
 // saveShared stores tok for the other instances.
 func (m *Manager) saveShared(tok *Token) {
 	settings := m.cfg()
-	data, err := json.Marshal(record{Version: recordVersion, AppID: m.appID, API: m.api, Token: tok.Value,
+	data, err := json.Marshal(record{Version: recordVersion, AppID: m.appID, Kind: m.kind.Name, Token: tok.Value,
 		FetchedAt: tok.FetchedAt, ExpiresAt: tok.ExpiresAt, SecretID: settings.SecretID})
 	if err == nil {
 		ctx, cancel := context.WithTimeout(m.ctx, storeTimeout)
 		defer cancel()
-		err = settings.Store.Store(ctx, m.storeKey, data)
+		err = settings.Store.Store(ctx, m.keys.Record, data)
 	}
 	if err != nil {
 		m.warnOnce("storage", err, "cannot save the token to shared storage; other instances will fetch their own")
@@ -124,7 +128,7 @@ func newer(stored, cur *Token, replacing string, now time.Time) bool {
 // returns what it installed.
 func (m *Manager) adopt(tok *Token, why string) *Token {
 	tok = m.install(tok, false)
-	m.log().Info(m.api.Noun()+" taken from shared storage", zap.String("reason", why),
+	m.log().Info(m.kind.Noun+" taken from shared storage", zap.String("reason", why),
 		zap.Duration("expires_in", tok.ExpiresAt.Sub(m.clock.Now()).Round(time.Second)))
 	m.poke()
 	return tok
@@ -196,7 +200,7 @@ func (m *Manager) obtain(j job) (Token, error) {
 		if left, ok := m.canPostpone(heldAtStart, j, lockErr); ok {
 			m.warnOnce("lock", lockErr, "shared storage unavailable; renewal postponed while the token lasts, to renew as one fleet once it is back",
 				zap.Duration("token_left", left))
-			return Token{}, fmt.Errorf("renew %s token for %s: shared storage unavailable, renewal postponed (%s of the token left): %w", m.api, m.appID, left, lockErr)
+			return Token{}, fmt.Errorf("renew %s token for %s: shared storage unavailable, renewal postponed (%s of the token left): %w", m.kind.Name, m.appID, left, lockErr)
 		}
 		m.warnOnce("lock", lockErr, "cannot take the shared renewal lock; renewing alone")
 	}
@@ -261,11 +265,11 @@ func (m *Manager) lockOrAdopt(heldAtStart *Token, replacing string) (*Token, fun
 	ctx, cancel := context.WithTimeout(m.ctx, wait)
 	defer cancel()
 	locked := make(chan error, 1)
-	go func() { locked <- store.Lock(ctx, m.lockName) }()
+	go func() { locked <- store.Lock(ctx, m.keys.Lock) }()
 	unlock := func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), storeTimeout)
 		defer cancel()
-		if err := store.Unlock(ctx, m.lockName); err != nil {
+		if err := store.Unlock(ctx, m.keys.Lock); err != nil {
 			m.warnOnce("unlock", err, "cannot release the shared renewal lock")
 		}
 	}

@@ -92,14 +92,14 @@ func (s *memStore) put(t *testing.T, rec record) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, _ := StoreKey(rec.AppID, rec.API)
+	key, _ := testStoreKey(rec.AppID, Classic)
 	_ = s.Store(context.Background(), key, b)
 }
 
 // putToken stores tok as another instance of the fleet (same secret) would.
 func (s *memStore) putToken(t *testing.T, tok string, fetched time.Time, life time.Duration) {
 	t.Helper()
-	s.put(t, record{Version: recordVersion, AppID: "wxtest", API: Classic, Token: tok,
+	s.put(t, record{Version: recordVersion, AppID: "wxtest", Kind: Classic.Name, Token: tok,
 		FetchedAt: fetched, ExpiresAt: fetched.Add(life), SecretID: SecretFingerprint("wxtest", "secret")})
 }
 
@@ -107,7 +107,7 @@ func (s *memStore) putToken(t *testing.T, tok string, fetched time.Time, life ti
 // waiting requests before it is written for the fleet.
 func (s *memStore) stored(t *testing.T) record {
 	t.Helper()
-	key, _ := StoreKey("wxtest", Classic)
+	key, _ := testStoreKey("wxtest", Classic)
 	eventually(t, "the record stored", func() bool { _, err := s.Load(context.Background(), key); return err == nil })
 	b, err := s.Load(context.Background(), key)
 	if err != nil {
@@ -134,7 +134,7 @@ func sharing(store *memStore, logs *zap.Logger) func(*Options) {
 func TestStoredTokenIsUsedWithoutFetching(t *testing.T) {
 	clock := newFakeClock()
 	store := newMemStore()
-	store.put(t, record{Version: 1, AppID: "wxtest", API: Classic, Token: "stored",
+	store.put(t, record{Version: 1, AppID: "wxtest", Kind: Classic.Name, Token: "stored",
 		FetchedAt: clock.Now().Add(-time.Hour), ExpiresAt: clock.Now().Add(time.Hour), SecretID: SecretFingerprint("wxtest", "secret")})
 	f := &fakeFetcher{answer: sequential(2 * time.Hour)}
 	m := startManager(t, Classic, f, clock, sharing(store, nil))
@@ -207,7 +207,7 @@ func TestRefreshWaitingForLockTakesTokenAdoptedMeanwhile(t *testing.T) {
 	f := &fakeFetcher{answer: sequential(100 * time.Second)}
 	m := startManager(t, Classic, f, clock, func(o *Options) { sharing(store, nil)(o); o.LockWait = time.Minute })
 	first := mustToken(t, m)
-	_, lockName := StoreKey("wxtest", Classic)
+	_, lockName := testStoreKey("wxtest", Classic)
 	if err := store.Lock(context.Background(), lockName); err != nil { // another instance renews
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func TestRefreshWaitingForLockTakesTokenAdoptedMeanwhile(t *testing.T) {
 		refreshed <- tok.Value
 	}()
 	eventually(t, "refresh waiting for the lock", func() bool { return store.lockTries() > tries })
-	store.put(t, record{Version: 1, AppID: "wxtest", API: Classic, Token: "theirs", FetchedAt: fetchedElsewhere,
+	store.put(t, record{Version: 1, AppID: "wxtest", Kind: Classic.Name, Token: "theirs", FetchedAt: fetchedElsewhere,
 		ExpiresAt: fetchedElsewhere.Add(100 * time.Second), SecretID: SecretFingerprint("wxtest", "secret")})
 	if !m.syncFromStore() {
 		t.Fatal("the loop's re-read did not adopt the stored token")
@@ -282,7 +282,7 @@ func TestCorruptOrForeignRecordsAreIgnored(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			clock := newFakeClock()
 			store := newMemStore()
-			key, _ := StoreKey("wxtest", Classic)
+			key, _ := testStoreKey("wxtest", Classic)
 			store.data[key] = []byte(value)
 			core, logs := observer.New(zap.WarnLevel)
 			f := &fakeFetcher{answer: sequential(100 * time.Second)}
@@ -303,7 +303,7 @@ func TestCorruptOrForeignRecordsAreIgnored(t *testing.T) {
 func TestDifferentSecretIsReportedNotFought(t *testing.T) {
 	clock := newFakeClock()
 	store := newMemStore()
-	store.put(t, record{Version: 1, AppID: "wxtest", API: Classic, Token: "theirs",
+	store.put(t, record{Version: 1, AppID: "wxtest", Kind: Classic.Name, Token: "theirs",
 		FetchedAt: clock.Now(), ExpiresAt: clock.Now().Add(time.Hour), SecretID: SecretFingerprint("wxtest", "other")})
 	core, logs := observer.New(zap.WarnLevel)
 	f := &fakeFetcher{answer: sequential(time.Hour)}
@@ -321,7 +321,7 @@ func TestDifferentSecretIsReportedNotFought(t *testing.T) {
 func TestHeldLockIsWaitedForBoundedTime(t *testing.T) {
 	clock := newFakeClock()
 	store := newMemStore()
-	_, lockName := StoreKey("wxtest", Classic)
+	_, lockName := testStoreKey("wxtest", Classic)
 	if err := store.Lock(context.Background(), lockName); err != nil { // a holder that crashed
 		t.Fatal(err)
 	}
@@ -394,7 +394,7 @@ func TestLockWaiterOutwaitsAWorkingHolder(t *testing.T) {
 		t.Fatalf("token %q", tok.Value)
 	}
 	// Another instance holds the lock, renewing.
-	_, lockName := StoreKey("wxtest", Classic)
+	_, lockName := testStoreKey("wxtest", Classic)
 	if err := store.Lock(context.Background(), lockName); err != nil {
 		t.Fatal(err)
 	}
@@ -427,7 +427,7 @@ func TestLockWaiterOutwaitsAWorkingHolder(t *testing.T) {
 // and a storage call on either side, and a waiter outwaits that.
 func TestLockWaitFollowsFetchTimeout(t *testing.T) {
 	for _, timeout := range []time.Duration{time.Second, 30 * time.Second, 2 * time.Minute} {
-		m, err := NewManager(Options{AppID: "wxtest", API: Classic, Settings: Settings{Fetcher: &fakeFetcher{}, FetchTimeout: timeout}})
+		m, err := NewManager(Options{AppID: "wxtest", Kind: Classic, Keys: testKeys("wxtest", Classic), Settings: Settings{Fetcher: &fakeFetcher{}, FetchTimeout: timeout}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -491,7 +491,7 @@ func TestLockWaiterRenewsBeforeItsTokenRunsOut(t *testing.T) {
 	f := &fakeFetcher{answer: sequential(time.Hour)}
 	m := startManager(t, Classic, f, clock, func(o *Options) { sharing(store, nil)(o); o.LockWait = 0 })
 	mustToken(t, m)
-	_, lockName := StoreKey("wxtest", Classic)
+	_, lockName := testStoreKey("wxtest", Classic)
 	if err := store.Lock(context.Background(), lockName); err != nil { // a holder that hangs
 		t.Fatal(err)
 	}

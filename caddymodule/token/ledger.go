@@ -34,7 +34,7 @@ var ErrDailyRefreshLimit = errors.New("daily refresh limit reached")
 // ErrForceLimited is returned when a force_refresh is not allowed now.
 var ErrForceLimited = errors.New("force_refresh not allowed now")
 
-// ledgerRecord is the ledger of one app and token API.
+// ledgerRecord is the ledger of one credential.
 type ledgerRecord struct {
 	Version int `json:"version"`
 	// Day is the Beijing date that Refreshes counts.
@@ -48,12 +48,6 @@ type forceEntry struct {
 	At time.Time `json:"at"`
 	// Auto is true for the proxy's own, false for operators'.
 	Auto bool `json:"auto"`
-}
-
-// ledgerKey is where the ledger of appID and api is kept; its lock is
-// named after it.
-func ledgerKey(appID string, api API) string {
-	return "wechat_token/" + string(api) + "/" + appID + ".ledger.json"
 }
 
 // roll drops what is older than the day's window.
@@ -97,12 +91,13 @@ func (m *Manager) reserveForce(now time.Time, auto bool) error {
 	})
 }
 
-// countRefresh counts an on-demand fetch of a classic token against the
-// fleet's daily cap, or refuses it. Stable tokens are not capped: their
-// normal calls change nothing and force_refresh has its own limits.
+// countRefresh counts an on-demand fetch against the fleet's daily cap, or
+// refuses it. Only the kinds whose every fetch spends WeChat's daily quota
+// (classic) are given a cap; a stable token's normal calls change nothing
+// and force_refresh has its own limits.
 func (m *Manager) countRefresh() error {
 	limit := m.cfg().DailyRefreshLimit
-	if m.api != Classic || limit == 0 {
+	if limit == 0 {
 		return nil
 	}
 	return m.updateLedger(m.clock.Now(), func(l *ledgerRecord) error {
@@ -132,7 +127,7 @@ func (m *Manager) updateLedger(now time.Time, change func(*ledgerRecord) error) 
 	if store != nil {
 		ctx, cancel := context.WithTimeout(m.ctx, 2*storeTimeout)
 		defer cancel()
-		lock := "wechat_token_ledger_" + string(m.api) + "_" + m.appID
+		lock := m.keys.LedgerLock
 		if err := store.Lock(ctx, lock); err != nil {
 			m.warnOnce("ledger", err, "cannot lock the fleet's refresh ledger; counting on this instance alone")
 		} else {
@@ -160,7 +155,7 @@ func (m *Manager) updateLedger(now time.Time, change func(*ledgerRecord) error) 
 		if err == nil {
 			ctx, cancel := context.WithTimeout(m.ctx, storeTimeout)
 			defer cancel()
-			err = store.Store(ctx, m.ledgerKey, data)
+			err = store.Store(ctx, m.keys.Ledger, data)
 		}
 		if err != nil {
 			m.warnOnce("ledger", err, "cannot save the fleet's refresh ledger; counting on this instance alone")
@@ -172,7 +167,7 @@ func (m *Manager) updateLedger(now time.Time, change func(*ledgerRecord) error) 
 
 // loadLedger reads the stored ledger; a missing one is empty.
 func (m *Manager) loadLedger(ctx context.Context, store Store) (ledgerRecord, error) {
-	data, err := store.Load(ctx, m.ledgerKey)
+	data, err := store.Load(ctx, m.keys.Ledger)
 	if errors.Is(err, fs.ErrNotExist) {
 		return ledgerRecord{Version: recordVersion}, nil
 	}
@@ -183,7 +178,7 @@ func (m *Manager) loadLedger(ctx context.Context, store Store) (ledgerRecord, er
 	if err := json.Unmarshal(data, &l); err != nil || l.Version != recordVersion {
 		// A corrupt ledger starts again from this instance's copy rather
 		// than block refreshes; the log says so once.
-		m.warnOnce("ledger-record", err, "ignoring a corrupt refresh ledger", zap.String("key", m.ledgerKey))
+		m.warnOnce("ledger-record", err, "ignoring a corrupt refresh ledger", zap.String("key", m.keys.Ledger))
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		return m.ledger, nil
@@ -216,7 +211,7 @@ func (m *Manager) ReadLedger(ctx context.Context) {
 
 // Budget is what is left of the day's limited calls, for the status.
 type Budget struct {
-	// force_refresh calls left in the last 24 hours (stable only): the
+	// force_refresh calls left in the last 24 hours (stable): the
 	// proxy's automatic share and what operators may still use.
 	AutomaticForces *int `json:"automatic_force_refreshes_left,omitempty"`
 	OperatorForces  *int `json:"operator_force_refreshes_left,omitempty"`
@@ -231,16 +226,14 @@ func (m *Manager) budgetLocked(now time.Time) Budget {
 	l.Forces = slices.Clone(l.Forces)
 	l.roll(now)
 	var b Budget
-	switch m.api {
-	case Stable:
+	if m.kind.ForceRefresh {
 		operator := forceDailyLimit - len(l.Forces)
 		auto := min(autoForceLimit-l.autoForces(), operator)
 		b.AutomaticForces, b.OperatorForces = &auto, &operator
-	case Classic:
-		if limit := m.cfg().DailyRefreshLimit; limit > 0 {
-			left := max(limit-l.Refreshes, 0)
-			b.Refreshes = &left
-		}
+	}
+	if limit := m.cfg().DailyRefreshLimit; limit > 0 {
+		left := max(limit-l.Refreshes, 0)
+		b.Refreshes = &left
 	}
 	return b
 }

@@ -1,13 +1,14 @@
-// Package token holds WeChat access_tokens: it fetches them, renews them
-// before they expire and on demand when WeChat rejects one, and hands the
-// current one to callers. It knows nothing of Caddy.
+// Package token is the engine every WeChat credential runs on: a Manager
+// fetches one credential, renews it before it expires and on demand when
+// WeChat rejects it (once for all callers), shares it with a fleet through
+// a storage, and hands the current value to callers. It knows neither the
+// kinds of credential (package credential defines them) nor Caddy.
 package token
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,30 +104,30 @@ type Settings struct {
 	Logger   *zap.Logger
 }
 
-// Options configure a Manager. AppID, API and Fetcher are required.
+// Options configure a Manager. AppID (the credential's ID: an app's,
+// corp's or account's), Kind, Keys and Fetcher are required.
 type Options struct {
 	AppID string
-	API   API
+	Kind  Kind
+	Keys  Keys
 	Clock Clock
 	Settings
 }
 
-// Manager holds the token of one app for one token API. It is safe for
-// concurrent use. Only one fetch runs at a time: with the classic API every
-// fetch invalidates the previous token, so concurrent fetches would knock
-// each other's tokens out.
+// Manager holds one credential: an app's token for one token API, a
+// ticket, a platform's token. It is safe for concurrent use. Only one
+// fetch runs at a time: with the classic API every fetch invalidates the
+// previous token, so concurrent fetches would knock each other's tokens
+// out.
 type Manager struct {
 	appID    string
-	api      API
+	kind     Kind
+	keys     Keys
 	clock    Clock
 	settings atomic.Pointer[Settings]
 
 	current atomic.Pointer[Token]
 	flights singleflight.Group
-
-	storeKey  string
-	lockName  string
-	ledgerKey string
 
 	mu          sync.Mutex
 	budgets     [numSources]*rate.Limiter
@@ -164,8 +165,11 @@ func NewManager(opts Options) (*Manager, error) {
 	if opts.AppID == "" {
 		return nil, errors.New("token manager: AppID is required")
 	}
-	if !opts.API.known() {
-		return nil, fmt.Errorf("token manager: unknown credential kind %q", opts.API)
+	if opts.Kind.Name == "" || opts.Kind.Noun == "" {
+		return nil, errors.New("token manager: the credential's Kind (Name and Noun) is required")
+	}
+	if k := opts.Keys; k.Record == "" || k.Lock == "" || k.Ledger == "" || k.LedgerLock == "" {
+		return nil, errors.New("token manager: the storage Keys are required")
 	}
 	settings, err := withDefaults(opts.Settings)
 	if err != nil {
@@ -177,7 +181,8 @@ func NewManager(opts Options) (*Manager, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		appID:   opts.AppID,
-		api:     opts.API,
+		kind:    opts.Kind,
+		keys:    opts.Keys,
 		clock:   opts.Clock,
 		attempt: make(chan struct{}),
 		epoch:   1,
@@ -191,8 +196,6 @@ func NewManager(opts Options) (*Manager, error) {
 		m.budgets[i] = rate.NewLimiter(rate.Every(settings.MinRefreshInterval), refreshBurst)
 	}
 	m.settings.Store(settings)
-	m.storeKey, m.lockName = StoreKey(m.appID, m.api)
-	m.ledgerKey = ledgerKey(m.appID, m.api)
 	return m, nil
 }
 
@@ -300,7 +303,8 @@ func (m *Manager) releaseWaitersLocked() {
 // Token returns the current token. Without a valid one it waits for a
 // fetch under way (such as the very first), at most FetchTimeout and a
 // second (for the storage calls around the fetch), and
-// otherwise fails at once with an error wrapping ErrNoToken (ErrNoTicket) and the last
+// otherwise fails at once with an error wrapping ErrNoToken (or the
+// kind's ErrNone) and the last
 // fetch error: callers are answered promptly rather than queued behind a
 // failing token endpoint or a slow storage.
 func (m *Manager) Token(ctx context.Context) (Token, error) {
@@ -317,7 +321,7 @@ func (m *Manager) Token(ctx context.Context) (Token, error) {
 		select {
 		case <-attempt:
 		case <-patience.C:
-			return Token{}, fmt.Errorf("%w for %s yet: it is still being fetched", errNone(m.api), m.appID)
+			return Token{}, fmt.Errorf("%w for %s yet: it is still being fetched", m.kind.errNone(), m.appID)
 		case <-ctx.Done():
 			return Token{}, ctx.Err()
 		}
@@ -329,266 +333,7 @@ func (m *Manager) Token(ctx context.Context) (Token, error) {
 	lastErr := m.lastErr
 	m.mu.Unlock()
 	if lastErr == nil {
-		return Token{}, fmt.Errorf("%w for %s", errNone(m.api), m.appID)
+		return Token{}, fmt.Errorf("%w for %s", m.kind.errNone(), m.appID)
 	}
-	return Token{}, fmt.Errorf("%w: %w", errNone(m.api), lastErr)
-}
-
-// fly runs fn unless a fetch is under way already, in which case its result
-// is shared. ctx only bounds the wait: the fetch itself belongs to the
-// manager, so one impatient caller cannot cancel it for the others.
-func (m *Manager) fly(ctx context.Context, fn func() (Token, error)) (Token, error) {
-	ch := m.flights.DoChan("fetch", func() (any, error) { return fn() })
-	select {
-	case <-ctx.Done():
-		return Token{}, ctx.Err()
-	case r := <-ch:
-		tok, _ := r.Val.(Token)
-		return tok, r.Err
-	}
-}
-
-// fetch calls the token endpoint once and installs the result as a token
-// of epoch. It runs inside obtain, inside a flight.
-func (m *Manager) fetch(force bool, reason string, epoch uint64) (Token, error) {
-	settings := m.cfg()
-	ctx, cancel := context.WithTimeout(m.ctx, settings.FetchTimeout)
-	defer cancel()
-	start := m.clock.Now()
-	began := time.Now()
-	fetched, err := settings.Fetcher.Fetch(ctx, force)
-	if err == nil && fetched.ExpiresIn < settings.MinLifetime {
-		err = fmt.Errorf("answer's expires_in is %s, under the %s accepted (min_token_lifetime): treated as an upstream error",
-			fetched.ExpiresIn, settings.MinLifetime)
-	}
-	m.mu.Lock()
-	m.latency.observe(time.Since(began))
-	m.mu.Unlock()
-	prev := m.current.Load()
-	if err != nil {
-		err = fmt.Errorf("fetch %s token for %s: %w", m.api, m.appID, err)
-		m.mu.Lock()
-		m.lastErr, m.lastErrAt = err, m.clock.Now()
-		m.counts.fetchFailures++
-		m.mu.Unlock()
-		fields := []zap.Field{zap.String("reason", reason), zap.Bool("force_refresh", force), zap.Error(err)}
-		var apiErr *APIError
-		if errors.As(err, &apiErr) {
-			fields = append(fields, zap.Int64("errcode", apiErr.Code))
-		}
-		if prev.ValidAt(start) {
-			fields = append(fields, zap.Duration("current_token_valid_for", prev.ExpiresAt.Sub(start).Round(time.Second)))
-		} else {
-			fields = append(fields, zap.Bool("requests_failing", true))
-		}
-		m.log().Error(m.api.Noun()+" fetch failed", fields...)
-		return Token{}, err
-	}
-	tok := &Token{Value: fetched.Value, FetchedAt: start, ExpiresAt: start.Add(fetched.ExpiresIn), epoch: epoch}
-	unchanged := prev != nil && prev.Value == tok.Value
-	if unchanged {
-		tok.FetchedAt = prev.FetchedAt
-	}
-	tok = m.install(tok, true)
-	if unchanged {
-		m.log().Debug("token endpoint answered the current token",
-			zap.String("reason", reason), zap.Duration("expires_in", fetched.ExpiresIn))
-	} else {
-		m.log().Info(m.api.Noun()+" obtained",
-			zap.String("reason", reason), zap.Bool("force_refresh", force), zap.Duration("expires_in", fetched.ExpiresIn))
-		m.poke()
-	}
-	return *tok, nil
-}
-
-func (m *Manager) log() *zap.Logger { return m.cfg().Logger }
-
-// install makes tok current and returns what was installed; fetched says
-// whether this instance fetched it (or adopted it from shared storage). The
-// current token answered again keeps its place in the refresh rules.
-func (m *Manager) install(tok *Token, fetched bool) *Token {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if prev := m.current.Load(); prev != nil && prev.Value == tok.Value {
-		again := *tok
-		again.epoch, again.confirmed = max(prev.epoch, tok.epoch), prev.confirmed || tok.confirmed
-		tok = &again
-	}
-	m.current.Store(tok)
-	m.lastErr = nil
-	m.fetchedHere = fetched
-	m.rememberLocked(tok)
-	if fetched {
-		m.counts.fetches++
-	} else {
-		m.counts.adopted++
-	}
-	return tok
-}
-
-// poke makes the renewal loop recompute its schedule.
-func (m *Manager) poke() {
-	select {
-	case m.wake <- struct{}{}:
-	default:
-	}
-}
-
-// run is the proactive renewal loop.
-func (m *Manager) run() {
-	defer close(m.done)
-	if m.cfg().Store != nil {
-		// Without a stored token, early requests keep waiting, now for the
-		// first fetch, which takes over the same attempt.
-		if stored, ok := m.loadShared(); ok && stored.ValidAt(m.clock.Now()) {
-			end := m.beginAttempt()
-			stored.epoch = m.epochNow()
-			m.adopt(stored, "stored earlier by this or another instance")
-			end()
-		}
-	}
-	failures := 0      // consecutive failed attempts
-	outage := 0        // of which made while no valid token was held
-	unchanged := false // the last renewal got the current token back
-	for {
-		// The attempt is due at a fixed time: the re-reads of the store
-		// while waiting must not restart the wait, or a backoff longer
-		// than the re-read period would never end.
-		scheduledFor := m.current.Load()
-		// One reading of the clock: with two, a renewal could be scheduled
-		// later than its token says by however long passed between them.
-		now := m.clock.Now()
-		due := now.Add(m.nextDelay(now, failures, outage, unchanged))
-		m.log().Debug("next token attempt scheduled", zap.Time("at", due))
-		if !m.sleepUntil(due) {
-			if m.ctx.Err() != nil {
-				return
-			}
-			continue // woken: a new token or new settings; reschedule
-		}
-		if m.ctx.Err() != nil {
-			return
-		}
-		if m.current.Load() != scheduledFor {
-			// A refresh installed a token just as this attempt fell due (its
-			// wake-up is still pending): renewing it now would waste a fetch.
-			continue
-		}
-		before := m.current.Load()
-		hadToken := before.ValidAt(m.clock.Now())
-		reason, replacing := "renewal", ""
-		if before == nil {
-			reason = "first token"
-		} else {
-			replacing = before.Value
-		}
-		tok, err := m.fly(m.ctx, func() (Token, error) {
-			return m.obtain(job{reason: reason, replacing: replacing, epoch: m.epochNow(), renewal: true})
-		})
-		switch {
-		case err != nil:
-			failures++
-			if hadToken {
-				outage = 0
-			} else {
-				outage++
-			}
-			unchanged = false
-		default:
-			failures, outage = 0, 0
-			unchanged = before != nil && tok.Value == before.Value
-		}
-	}
-}
-
-// sleepUntil waits until due, re-reading the shared store meanwhile. It
-// returns false when woken early: by Stop, by a new token (fetched on
-// demand or adopted from the store) or by new settings.
-func (m *Manager) sleepUntil(due time.Time) bool {
-	for {
-		now := m.clock.Now()
-		if !now.Before(due) {
-			return true
-		}
-		wake := due
-		if m.cfg().Store != nil {
-			if reread := now.Add(syncPeriod(m.current.Load())); reread.Before(due) {
-				wake = reread
-			}
-		}
-		select {
-		case <-m.ctx.Done():
-			return false
-		case <-m.wake:
-			return false
-		case <-m.clock.Until(wake):
-		}
-		if wake.Before(due) && m.syncFromStore() {
-			return false // another instance renewed: a new schedule
-		}
-	}
-}
-
-// nextDelay says how long after now the loop makes its next fetch.
-func (m *Manager) nextDelay(now time.Time, failures, outage int, unchanged bool) time.Duration {
-	cur := m.current.Load()
-	if !cur.ValidAt(now) {
-		// Nothing can be served: try at once when the token has just run
-		// out (whatever failed while it was valid), then back off afresh,
-		// retrying a transient failure at least every noTokenMaxBackoff.
-		if outage == 0 {
-			return 0
-		}
-		m.mu.Lock()
-		lastErr := m.lastErr
-		m.mu.Unlock()
-		return backoff(outage, min(maxBackoff(lastErr), noTokenMaxBackoff(lastErr)))
-	}
-	remaining := cur.ExpiresAt.Sub(now)
-	ahead := min(m.cfg().RefreshAhead, cur.ExpiresAt.Sub(cur.FetchedAt)/2)
-	renewIn := cur.ExpiresAt.Add(-ahead).Sub(now)
-	// Retries never come before the renewal time: a failure or unchanged
-	// answer may come from another caller's fetch, not from a renewal.
-	switch {
-	case failures > 0:
-		// Retry while the token lasts, more often as its end nears.
-		return max(renewIn, min(backoff(failures, maxBackoff(nil)), max(remaining/2, minRetryDelay)))
-	case unchanged:
-		// The stable API hands out the next token only in the last minutes
-		// of the current one: ask again later, not in a loop.
-		return max(renewIn, min(max(remaining/4, minRetryDelay), unchangedMaxDelay))
-	}
-	return renewIn
-}
-
-// maxBackoff is longer for errors that only a person can fix, so a wrong
-// secret does not spend the day's quota.
-func maxBackoff(err error) time.Duration {
-	var apiErr *APIError
-	if errors.As(err, &apiErr) {
-		switch apiErr.Code {
-		case 40001, 40013, 40125, 40164, 40243, 41002, 41004, 45009, 61004, 89501, 89503, 89506, 89507:
-			return 5 * time.Minute
-		}
-	}
-	return time.Minute
-}
-
-// noTokenMaxBackoff bounds the wait between attempts while no valid token
-// is held, when every request is refused: a transient failure (busy, a 5xx,
-// a network error) is retried within seconds of WeChat's recovery, while
-// errors that need a person (a wrong secret, the IP whitelist, the quota)
-// keep maxBackoff's minutes.
-func noTokenMaxBackoff(err error) time.Duration {
-	if maxBackoff(err) > time.Minute {
-		return maxBackoff(err)
-	}
-	return 10 * time.Second
-}
-
-// backoff doubles from one second up to limit, with ±20 % jitter so that
-// many instances do not retry in step.
-func backoff(failures int, limit time.Duration) time.Duration {
-	d := min(time.Second<<min(failures-1, 16), limit)
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	return Token{}, fmt.Errorf("%w: %w", m.kind.errNone(), lastErr)
 }

@@ -66,9 +66,9 @@ func sequential(ttl time.Duration) func(int, bool) (Fetched, error) {
 	}
 }
 
-func startManager(t *testing.T, api API, f *fakeFetcher, clock *fakeClock, tweak func(*Options)) *Manager {
+func startManager(t *testing.T, api Kind, f *fakeFetcher, clock *fakeClock, tweak func(*Options)) *Manager {
 	t.Helper()
-	opts := Options{AppID: "wxtest", API: api, Clock: clock, Settings: Settings{Fetcher: f}}
+	opts := Options{AppID: "wxtest", Kind: api, Keys: testKeys("wxtest", api), Clock: clock, Settings: Settings{Fetcher: f}}
 	if tweak != nil {
 		tweak(&opts)
 	}
@@ -628,7 +628,7 @@ func TestTinyExpiresInIsAnUpstreamError(t *testing.T) {
 func TestStopEndsLoopAndReleasesWaiters(t *testing.T) {
 	clock := newFakeClock()
 	f := &fakeFetcher{answer: sequential(time.Hour), gate: make(chan struct{})}
-	m, err := NewManager(Options{AppID: "wx", API: Classic, Clock: clock, Settings: Settings{Fetcher: f}})
+	m, err := NewManager(Options{AppID: "wx", Kind: Classic, Keys: testKeys("wx", Classic), Clock: clock, Settings: Settings{Fetcher: f}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -667,10 +667,11 @@ func TestReconfigureReschedules(t *testing.T) {
 func TestNewManagerRejectsBadOptions(t *testing.T) {
 	f := &fakeFetcher{answer: sequential(time.Hour)}
 	for name, opts := range map[string]Options{
-		"no app":   {API: Classic, Settings: Settings{Fetcher: f}},
-		"bad api":  {AppID: "wx", API: "weird", Settings: Settings{Fetcher: f}},
-		"no fetch": {AppID: "wx", API: Classic},
-		"negative": {AppID: "wx", API: Classic, Settings: Settings{Fetcher: f, RefreshAhead: -time.Second}},
+		"no app":   {Kind: Classic, Keys: testKeys("wx", Classic), Settings: Settings{Fetcher: f}},
+		"no kind":  {AppID: "wx", Keys: testKeys("wx", Classic), Settings: Settings{Fetcher: f}},
+		"no keys":  {AppID: "wx", Kind: Classic, Settings: Settings{Fetcher: f}},
+		"no fetch": {AppID: "wx", Kind: Classic, Keys: testKeys("wx", Classic)},
+		"negative": {AppID: "wx", Kind: Classic, Keys: testKeys("wx", Classic), Settings: Settings{Fetcher: f, RefreshAhead: -time.Second}},
 	} {
 		if _, err := NewManager(opts); err == nil {
 			t.Errorf("%s: no error", name)

@@ -190,7 +190,7 @@ func (m *Manager) replace(r Rejection, policy forcePolicy, reason string) (Token
 		return m.vouch(tok, epoch, false), nil
 	}
 	// The token endpoint answered the rejected token: WeChat holds it current.
-	if m.api != Stable || policy == noForce || (policy == autoForce && !r.Token.confirmed) {
+	if !m.kind.ForceRefresh || policy == noForce || (policy == autoForce && !r.Token.confirmed) {
 		if policy == autoForce {
 			m.log().Info("stable_token still hands out the rejected token; replaying with it, and forcing a new one only if WeChat rejects it again",
 				zap.String("reason", reason))

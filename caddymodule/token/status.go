@@ -15,8 +15,10 @@ type counts struct {
 
 // Status describes a manager for operators. It never holds the token.
 type Status struct {
-	AppID    string `json:"app_id"`
-	TokenAPI API    `json:"token_api"`
+	AppID string `json:"app_id"`
+	// TokenAPI is the kind's name (stable, classic, wecom, jsapi_ticket,
+	// component, ...): the JSON name is the first release's.
+	TokenAPI string `json:"token_api"`
 	// Valid says whether a token usable now is held.
 	Valid       bool       `json:"valid"`
 	FetchedAt   *time.Time `json:"fetched_at,omitempty"`
@@ -52,13 +54,13 @@ type ErrorStatus struct {
 // AppID is the app this manager holds tokens for.
 func (m *Manager) AppID() string { return m.appID }
 
-// API is the token API this manager uses.
-func (m *Manager) API() API { return m.api }
+// Kind is what this manager holds.
+func (m *Manager) Kind() Kind { return m.kind }
 
 // Status reports the manager's state.
 func (m *Manager) Status() Status {
 	now := m.clock.Now()
-	st := Status{AppID: m.appID, TokenAPI: m.api}
+	st := Status{AppID: m.appID, TokenAPI: m.kind.Name}
 	if t := m.current.Load(); t != nil {
 		fetched, expires := t.FetchedAt, t.ExpiresAt
 		st.FetchedAt, st.ExpiresAt = &fetched, &expires

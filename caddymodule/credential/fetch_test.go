@@ -1,8 +1,9 @@
-package token
+package credential
 
 import (
 	"context"
 	"errors"
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -30,8 +31,8 @@ func emulatorServer(t *testing.T, cfg emulator.Config) (*emulator.Server, string
 
 func TestHTTPFetcherBothAPIs(t *testing.T) {
 	emu, base := emulatorServer(t, emulator.Config{TokenLength: 512})
-	for _, api := range []API{Classic, Stable} {
-		f := &HTTPFetcher{API: api, BaseURL: base + "/", AppID: "wxapp", AppSecret: testSecret}
+	for _, api := range []*Kind{Classic, Stable} {
+		f := httpFetcher(api, base+"/", "wxapp", testSecret, nil)
 		got, err := f.Fetch(context.Background(), false)
 		if err != nil {
 			t.Fatalf("%s: %v", api, err)
@@ -40,7 +41,7 @@ func TestHTTPFetcherBothAPIs(t *testing.T) {
 			t.Fatalf("%s: token of %d chars, expires in %s", api, len(got.Value), got.ExpiresIn)
 		}
 	}
-	f := &HTTPFetcher{API: Stable, BaseURL: base, AppID: "wxapp", AppSecret: testSecret}
+	f := httpFetcher(Stable, base, "wxapp", testSecret, nil)
 	if _, err := f.Fetch(context.Background(), true); err != nil {
 		t.Fatalf("forced: %v", err)
 	}
@@ -51,9 +52,9 @@ func TestHTTPFetcherBothAPIs(t *testing.T) {
 
 func TestHTTPFetcherErrorsNameTheCauseNotTheSecret(t *testing.T) {
 	emu, base := emulatorServer(t, emulator.Config{})
-	wrong := &HTTPFetcher{API: Classic, BaseURL: base, AppID: "wxapp", AppSecret: "wrong-secret-value"}
+	wrong := httpFetcher(Classic, base, "wxapp", "wrong-secret-value", nil)
 	_, err := wrong.Fetch(context.Background(), false)
-	var apiErr *APIError
+	var apiErr *token.APIError
 	if !errors.As(err, &apiErr) || apiErr.Code != 40125 {
 		t.Fatalf("wrong secret: %v", err)
 	}
@@ -62,7 +63,7 @@ func TestHTTPFetcherErrorsNameTheCauseNotTheSecret(t *testing.T) {
 	}
 
 	emu.SetFaults(emulator.Faults{TokenEndpoint: emulator.FaultIPWhitelist})
-	f := &HTTPFetcher{API: Stable, BaseURL: base, AppID: "wxapp", AppSecret: testSecret}
+	f := httpFetcher(Stable, base, "wxapp", testSecret, nil)
 	if _, err := f.Fetch(context.Background(), false); err == nil || !strings.Contains(err.Error(), "WeChat saw the IP 127.0.0.1") {
 		t.Fatalf("whitelist error does not name the IP: %v", err)
 	}
@@ -94,7 +95,7 @@ func TestHTTPFetcherTransportErrorHidesSecret(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
-	f := &HTTPFetcher{API: Classic, BaseURL: "http://" + addr, AppID: "wxapp", AppSecret: testSecret, Client: &http.Client{}}
+	f := httpFetcher(Classic, "http://"+addr, "wxapp", testSecret, &http.Client{})
 	_, err = f.Fetch(context.Background(), false)
 	if err == nil {
 		t.Fatal("no error from a closed port")
@@ -135,7 +136,7 @@ func TestParseAnswer(t *testing.T) {
 		}
 	}
 	huge, err := parseAnswer(200, []byte(`{"access_token":"abc","expires_in":1e12}`), "access_token", "")
-	if err != nil || huge.ExpiresIn != MaxLifetime {
+	if err != nil || huge.ExpiresIn != token.MaxLifetime {
 		t.Fatalf("absurd expires_in: %v, %v", huge.ExpiresIn, err)
 	}
 }
@@ -150,8 +151,8 @@ func TestHTTPFetcherFollowsNoRedirect(t *testing.T) {
 		redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, elsewhere.URL+r.URL.Path, code)
 		}))
-		for _, api := range []API{Classic, Stable} {
-			f := &HTTPFetcher{API: api, BaseURL: redirector.URL, AppID: "wxapp", AppSecret: testSecret, Client: &http.Client{}}
+		for _, api := range []*Kind{Classic, Stable} {
+			f := httpFetcher(api, redirector.URL, "wxapp", testSecret, &http.Client{})
 			_, err := f.Fetch(context.Background(), false)
 			host := strings.TrimPrefix(elsewhere.URL, "http://")
 			if err == nil || !strings.Contains(err.Error(), "redirected to "+host) {
@@ -170,14 +171,14 @@ func TestHTTPFetcherFollowsNoRedirect(t *testing.T) {
 func TestHTTPFetcherWeCom(t *testing.T) {
 	const corpSecret = "corp-app-secret-0123456789"
 	emu, base := emulatorServer(t, emulator.Config{Corps: map[string][]string{"ww1": {corpSecret}}})
-	f := &HTTPFetcher{API: WeCom, BaseURL: base, AppID: "ww1", AppSecret: corpSecret}
+	f := httpFetcher(WeCom, base, "ww1", corpSecret, nil)
 	got, err := f.Fetch(context.Background(), false)
-	if err != nil || got.Value == "" || got.ExpiresIn != MaxLifetime {
+	if err != nil || got.Value == "" || got.ExpiresIn != token.MaxLifetime {
 		t.Fatalf("gettoken: %+v, %v", got, err)
 	}
 	for secret, code := range map[string]int64{"wrong-corp-secret": 40001} {
-		_, err := (&HTTPFetcher{API: WeCom, BaseURL: base, AppID: "ww1", AppSecret: secret}).Fetch(context.Background(), false)
-		var apiErr *APIError
+		_, err := httpFetcher(WeCom, base, "ww1", secret, nil).Fetch(context.Background(), false)
+		var apiErr *token.APIError
 		if !errors.As(err, &apiErr) || apiErr.Code != code || strings.Contains(err.Error(), secret) {
 			t.Fatalf("wrong secret: %v", err)
 		}
@@ -197,8 +198,8 @@ func TestNoFetchErrorShowsTheSecret(t *testing.T) {
 	for _, fault := range []string{emulator.FaultBusy, emulator.FaultHTTP503, emulator.FaultGarbage, emulator.FaultHTML,
 		emulator.FaultEmpty, emulator.FaultReset, emulator.FaultIPWhitelist, emulator.FaultHang, emulator.FaultExpiresZero} {
 		emu.SetFaults(emulator.Faults{TokenEndpoint: fault})
-		for _, api := range []API{Classic, Stable} {
-			f := &HTTPFetcher{API: api, BaseURL: base, AppID: "wxapp", AppSecret: testSecret, Client: &http.Client{Timeout: 300 * time.Millisecond}}
+		for _, api := range []*Kind{Classic, Stable} {
+			f := httpFetcher(api, base, "wxapp", testSecret, &http.Client{Timeout: 300 * time.Millisecond})
 			_, err := f.Fetch(context.Background(), false)
 			if err == nil {
 				t.Fatalf("%s, %s: no error", fault, api)
@@ -209,7 +210,7 @@ func TestNoFetchErrorShowsTheSecret(t *testing.T) {
 		}
 	}
 	// Nothing listening at all.
-	f := &HTTPFetcher{API: Classic, BaseURL: "http://127.0.0.1:1", AppID: "wxapp", AppSecret: testSecret}
+	f := httpFetcher(Classic, "http://127.0.0.1:1", "wxapp", testSecret, nil)
 	if _, err := f.Fetch(context.Background(), false); err == nil || strings.Contains(err.Error(), testSecret) {
 		t.Fatalf("refused connection: %v", err)
 	}

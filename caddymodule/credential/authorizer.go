@@ -1,0 +1,122 @@
+package credential
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
+)
+
+// Authorizer is the access token of an account that authorized a
+// platform (POST /cgi-bin/component/api_authorizer_token), fetched with
+// the platform's component_access_token (Deps.Needed) and the account's
+// refresh token, which its authorization record in the storage holds.
+// Its keys are the platform's: one account authorized to two platforms
+// has two tokens.
+var Authorizer = &Kind{
+	Name: "authorizer", Noun: "access_token", Param: "access_token",
+	RejectedBy: []int64{40001, 42001},
+	Keys:       accountKeys,
+	NewFetcher: func(s Spec, d Deps) token.Fetcher {
+		return &AuthorizerFetcher{BaseURL: s.APIBase, ComponentAppID: s.Platform, AuthorizerAppID: s.ID,
+			Component: d.Needed, Client: d.Client, RejectedBy: Component.RejectedBy,
+			RefreshToken: func(ctx context.Context) (string, error) {
+				rec, err := loadAuthorization(ctx, d.Store, s.Platform, s.ID)
+				return rec.RefreshToken, err
+			},
+			Save: func(ctx context.Context, refresh string) error {
+				return storeAuthorization(ctx, d.Store, s.Platform, s.ID, refresh)
+			},
+		}
+	},
+}
+
+// AuthorizerFetcher fetches an authorizer's access token. WeChat may hand
+// out a new refresh token with it; Save keeps it for the fleet.
+type AuthorizerFetcher struct {
+	BaseURL         string
+	ComponentAppID  string
+	AuthorizerAppID string
+	Component       Refresher // the platform's component_access_token
+	RefreshToken    func(ctx context.Context) (string, error)
+	Save            func(ctx context.Context, refreshToken string) error
+	Client          *http.Client
+	// RejectedBy are the errcodes meaning the component token was rejected.
+	RejectedBy []int64
+}
+
+// Fetch implements Fetcher; force is meaningless here.
+func (f *AuthorizerFetcher) Fetch(ctx context.Context, _ bool) (token.Fetched, error) {
+	refresh, err := f.RefreshToken(ctx)
+	if err != nil {
+		return token.Fetched{}, fmt.Errorf("authorizer %s: %w", f.AuthorizerAppID, err)
+	}
+	comp, err := f.Component.Token(ctx)
+	if err != nil {
+		return token.Fetched{}, fmt.Errorf("authorizer %s needs the component_access_token: %w", f.AuthorizerAppID, err)
+	}
+	fetched, next, err := f.get(ctx, comp.Value, refresh)
+	var apiErr *token.APIError
+	if errors.As(err, &apiErr) && slices.Contains(f.RejectedBy, apiErr.Code) {
+		fresh, refreshErr := f.Component.Refresh(ctx, token.Rejection{Token: comp, Source: token.FromProxy})
+		if refreshErr != nil {
+			return token.Fetched{}, fmt.Errorf("%w; no new component_access_token: %w", err, refreshErr)
+		}
+		fetched, next, err = f.get(ctx, fresh.Value, refresh)
+	}
+	if err == nil && next != "" && next != refresh && f.Save != nil {
+		if saveErr := f.Save(ctx, next); saveErr != nil {
+			return fetched, fmt.Errorf("authorizer %s: keep the new refresh token: %w", f.AuthorizerAppID, saveErr)
+		}
+	}
+	return fetched, err
+}
+
+func (f *AuthorizerFetcher) get(ctx context.Context, componentToken, refresh string) (token.Fetched, string, error) {
+	endpoint := strings.TrimSuffix(f.BaseURL, "/") + "/cgi-bin/component/api_authorizer_token"
+	req, err := postJSON(ctx, endpoint, url.Values{"component_access_token": {componentToken}}, map[string]string{
+		"component_appid": f.ComponentAppID, "authorizer_appid": f.AuthorizerAppID, "authorizer_refresh_token": refresh,
+	})
+	if err != nil {
+		return token.Fetched{}, "", err
+	}
+	var next string
+	fetched, err := callWith(f.Client, req, endpoint, "authorizer_access_token", componentToken, func(answer gjson.Result) {
+		next = answer.Get("authorizer_refresh_token").String()
+	})
+	return fetched, next, err
+}
+
+// AuthorizationInfo is what api_query_auth answers of an account.
+type AuthorizationInfo struct {
+	AuthorizerAppID string
+	RefreshToken    string
+}
+
+// QueryAuth exchanges an authorization code for the account's refresh
+// token (POST /cgi-bin/component/api_query_auth). Errors never show the
+// component token.
+func QueryAuth(ctx context.Context, client *http.Client, baseURL, componentAppID, componentToken, code string) (AuthorizationInfo, error) {
+	endpoint := strings.TrimSuffix(baseURL, "/") + "/cgi-bin/component/api_query_auth"
+	req, err := postJSON(ctx, endpoint, url.Values{"component_access_token": {componentToken}},
+		map[string]string{"component_appid": componentAppID, "authorization_code": code})
+	if err != nil {
+		return AuthorizationInfo{}, err
+	}
+	var info AuthorizationInfo
+	_, err = callWith(client, req, endpoint, "authorization_info.authorizer_access_token", componentToken, func(answer gjson.Result) {
+		info.AuthorizerAppID = answer.Get("authorization_info.authorizer_appid").String()
+		info.RefreshToken = answer.Get("authorization_info.authorizer_refresh_token").String()
+	})
+	if err == nil && (info.AuthorizerAppID == "" || info.RefreshToken == "") {
+		err = fmt.Errorf("POST %s: the answer has no authorizer_appid or refresh token", endpoint)
+	}
+	return info, err
+}

@@ -1,0 +1,54 @@
+package credential
+
+import "github.com/caddy-wechat/caddy-wechat/caddymodule/token"
+
+// Every storage key and lock name the fleet shares is built here. Keys
+// already written by users' fleets keep their form; where a key did not
+// name enough (an account's token, keyed by its appid alone, shared by
+// every platform it authorized), the new key is scoped and the old one
+// read as Legacy.
+
+const prefix = "wechat_token"
+
+// standardKeys are an app credential's: wechat_token/<kind>/<label>.json
+// and its ledger beside it.
+func standardKeys(s Spec) token.Keys {
+	kind, label := s.Kind.Name, s.Label()
+	return token.Keys{
+		Record: prefix + "/" + kind + "/" + label + ".json", Lock: prefix + "_" + kind + "_" + label,
+		Ledger: prefix + "/" + kind + "/" + label + ".ledger.json", LedgerLock: prefix + "_ledger_" + kind + "_" + label,
+	}
+}
+
+// platformPrefix is where a platform's records live.
+func platformPrefix(componentAppID string) string { return prefix + "/component/" + componentAppID }
+
+// accountKeys are the keys of an account's token, per platform: the
+// same account authorized to two platforms has two tokens. The first
+// release kept it at wechat_token/authorizer/<appid>.json, read as Legacy.
+func accountKeys(s Spec) token.Keys {
+	record := platformPrefix(s.Platform) + "/authorizer_tokens/" + s.ID
+	lock := prefix + "_authorizer_" + s.Platform + "_" + s.ID
+	return token.Keys{
+		Record: record + ".json", Lock: lock,
+		Ledger: record + ".ledger.json", LedgerLock: prefix + "_ledger_authorizer_" + s.Platform + "_" + s.ID,
+		Legacy: prefix + "/authorizer/" + s.ID + ".json",
+	}
+}
+
+// verifyTicketKey is where the fleet keeps a platform's latest
+// component_verify_ticket.
+func verifyTicketKey(componentAppID string) string {
+	return platformPrefix(componentAppID) + ".verify_ticket.json"
+}
+
+// authorizationsPrefix lists a platform's authorizations (one record per
+// account, holding its refresh token).
+func authorizationsPrefix(componentAppID string) string {
+	return platformPrefix(componentAppID) + "/authorizers"
+}
+
+// authorizationKey is an account's authorization of a platform.
+func authorizationKey(componentAppID, appID string) string {
+	return authorizationsPrefix(componentAppID) + "/" + appID + ".json"
+}

@@ -1,0 +1,169 @@
+package credential
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/wxcrypt"
+	"github.com/caddy-wechat/caddy-wechat/emulator"
+)
+
+const testAESKey = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+
+// testPlatforms are two platforms the emulator knows.
+var testPlatforms = map[string]emulator.ComponentApp{
+	"wxcompa": {Secret: "secret-of-platform-a", Token: "token-a", AESKey: testAESKey},
+	"wxcompb": {Secret: "secret-of-platform-b", Token: "token-b", AESKey: testAESKey},
+}
+
+// startPlatform declares and starts the platform appID in a config of its
+// own on store, and gives it a verify ticket as a push would.
+func startPlatform(t *testing.T, reg *Registry, store Storage, emu *emulator.Server, base, appID string) *Platform {
+	t.Helper()
+	app := testPlatforms[appID]
+	cipher, err := wxcrypt.New(app.Token, app.AESKey, appID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := reg.NewConfig(store, nil)
+	p, err := c.DeclarePlatform(appID, Spec{Kind: Component, ID: appID, Secret: app.Secret, APIBase: base}, cipher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	q, body, err := emu.ComponentPush(appID, "component_verify_ticket", nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env struct {
+		Encrypt string `xml:"Encrypt"`
+	}
+	if err := xmlUnmarshal(body, &env); err != nil {
+		t.Fatal(err)
+	}
+	plain, err := cipher.Open(q.Get("timestamp"), q.Get("nonce"), q.Get("msg_signature"), env.Encrypt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msg struct {
+		Ticket     string `xml:"ComponentVerifyTicket"`
+		CreateTime int64  `xml:"CreateTime"`
+	}
+	if err := xmlUnmarshal(plain, &msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.KeepVerifyTicket(context.Background(), msg.Ticket, msg.CreateTime); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// whoseToken asks the emulator which platform and account a token is of.
+func whoseToken(t *testing.T, base, tok string) (platform, account string) {
+	t.Helper()
+	resp, err := http.Get(base + "/cgi-bin/get_api_domain_ip?access_token=" + tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var echo emulator.Echo
+	if err := json.NewDecoder(resp.Body).Decode(&echo); err != nil || echo.Errcode != 0 {
+		t.Fatalf("echo: %+v %v", echo, err)
+	}
+	return echo.ComponentAppID, echo.AppID
+}
+
+// One account authorized to two platforms sharing a storage has two
+// authorizations and two tokens, each its platform's.
+func TestAccountsOfTwoPlatformsAreNeverCrossed(t *testing.T) {
+	emu, base := emulatorServer(t, emulator.Config{Components: testPlatforms})
+	store := newMemStorage()
+	reg := NewRegistry(nil)
+	var tokens []string
+	for _, appID := range []string{"wxcompa", "wxcompb"} {
+		p := startPlatform(t, reg, store, emu, base, appID)
+		refresh := emu.ImportAuthorizers(appID, []string{"wxshared"})["wxshared"]
+		if err := p.Import(context.Background(), []Imported{{AppID: "wxshared", RefreshToken: refresh}}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := p.Account(context.Background(), "wxshared")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok := mustToken(t, m)
+		if platform, account := whoseToken(t, base, tok.Value); platform != appID || account != "wxshared" {
+			t.Fatalf("%s's token for wxshared is %s's token for %s", appID, platform, account)
+		}
+		tokens = append(tokens, tok.Value)
+	}
+	if tokens[0] == tokens[1] {
+		t.Fatal("two platforms share one token of an account")
+	}
+	for _, key := range []string{
+		"wechat_token/component/wxcompa/authorizers/wxshared.json", "wechat_token/component/wxcompb/authorizers/wxshared.json",
+		"wechat_token/component/wxcompa/authorizer_tokens/wxshared.json", "wechat_token/component/wxcompb/authorizer_tokens/wxshared.json",
+	} {
+		if !containsKey(store.keys(), key) {
+			t.Errorf("no %s among %v", key, store.keys())
+		}
+	}
+}
+
+// A token stored under the first release's key (by appid alone) is
+// adopted by the platform whose secret fetched it, and by no other.
+func TestLegacyAccountTokenAdoptedOnlyByItsPlatform(t *testing.T) {
+	emu, base := emulatorServer(t, emulator.Config{Components: testPlatforms})
+	store := newMemStorage()
+	reg := NewRegistry(nil)
+	a := startPlatform(t, reg, store, emu, base, "wxcompa")
+	refresh := emu.ImportAuthorizers("wxcompa", []string{"wxold"})["wxold"]
+	if err := a.Import(context.Background(), []Imported{{AppID: "wxold", RefreshToken: refresh}}); err != nil {
+		t.Fatal(err)
+	}
+	// What the first release stored: the account's token, keyed by appid.
+	first, err := a.Account(context.Background(), "wxold")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := mustToken(t, first)
+	rec, _ := json.Marshal(map[string]any{"version": 1, "app_id": "wxold", "token_api": "authorizer", "access_token": tok.Value,
+		"fetched_at": tok.FetchedAt, "expires_at": tok.ExpiresAt,
+		"secret_id": token.SecretFingerprint("wxcompa/wxold", testPlatforms["wxcompa"].Secret)})
+	legacy := "wechat_token/authorizer/wxold.json"
+	if err := store.Store(context.Background(), legacy, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Delete(context.Background(), "wechat_token/component/wxcompa/authorizer_tokens/wxold.json"); err != nil {
+		t.Fatal(err)
+	}
+	calls := emu.Stats().AuthorizerCalls
+
+	// A restarted instance (a new registry) adopts it: no fetch.
+	again := startPlatform(t, NewRegistry(nil), store, emu, base, "wxcompa")
+	m, err := again.Account(context.Background(), "wxold")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := mustToken(t, m); got.Value != tok.Value || emu.Stats().AuthorizerCalls != calls {
+		t.Fatalf("the legacy record was not adopted: %d more fetches", emu.Stats().AuthorizerCalls-calls)
+	}
+	// Another platform serving the same account never takes it.
+	b := startPlatform(t, NewRegistry(nil), store, emu, base, "wxcompb")
+	refreshB := emu.ImportAuthorizers("wxcompb", []string{"wxold"})["wxold"]
+	if err := b.Import(context.Background(), []Imported{{AppID: "wxold", RefreshToken: refreshB}}); err != nil {
+		t.Fatal(err)
+	}
+	mb, err := b.Account(context.Background(), "wxold")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := mustToken(t, mb); got.Value == tok.Value {
+		t.Fatal("platform B adopted platform A's token of the account")
+	}
+}
