@@ -25,6 +25,8 @@ func init() {
 //	                                              ?token_api=stable|classic to pick one)
 //	GET  /wechat_token/components/{name}          a third-party platform's ticket, token, accounts
 //	POST /wechat_token/components/{name}/authorizers  import accounts authorized before the proxy
+//	POST /wechat_token/components/{name}/authorizers/sync  every account from api_get_authorizer_list
+//	GET  /wechat_token/messages                   wechat_messages: pushes by receiver, recent refusals by reason
 //
 // Neither ever shows a token or a secret. They are as protected as the
 // admin endpoint itself (loopback by default).
@@ -46,6 +48,15 @@ func (a adminAPI) Routes() []caddy.AdminRoute {
 func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	path := strings.TrimPrefix(r.URL.Path, "/wechat_token/")
 	switch {
+	case path == "messages":
+		if r.Method != http.MethodGet {
+			return methodNotAllowed(w, http.MethodGet)
+		}
+		statuses := []messageStatus{}
+		for _, s := range allMessageStats() {
+			statuses = append(statuses, s.status())
+		}
+		return writeJSON(w, http.StatusOK, statuses)
 	case strings.HasPrefix(path, "components/"):
 		return a.component(w, r, strings.TrimPrefix(path, "components/"))
 	case path == "apps":
@@ -146,7 +157,9 @@ func (adminAPI) component(w http.ResponseWriter, r *http.Request, path string) e
 	switch {
 	case sub == "authorizers" && r.Method == http.MethodPost:
 		return importAuthorizers(w, r, p)
-	case sub == "authorizers":
+	case sub == "authorizers/sync" && r.Method == http.MethodPost:
+		return syncAuthorizers(w, r, p)
+	case sub == "authorizers" || sub == "authorizers/sync":
 		return methodNotAllowed(w, http.MethodPost)
 	case sub != "":
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no such wechat_token admin route: %s", r.URL.Path)}
@@ -184,6 +197,16 @@ func importAuthorizers(w http.ResponseWriter, r *http.Request, p *credential.Pla
 		return writeJSON(w, status, map[string]string{"error": err.Error()})
 	}
 	return writeJSON(w, http.StatusOK, map[string]int{"imported": len(accounts)})
+}
+
+// syncAuthorizers is POST /wechat_token/components/{name}/authorizers/sync:
+// every account and its refresh token from WeChat's list.
+func syncAuthorizers(w http.ResponseWriter, r *http.Request, p *credential.Platform) error {
+	res, err := p.Sync(r.Context())
+	if err != nil {
+		return writeJSON(w, http.StatusBadGateway, map[string]any{"error": err.Error(), "listed": res.Listed, "written": res.Written})
+	}
+	return writeJSON(w, http.StatusOK, res)
 }
 
 func methodNotAllowed(w http.ResponseWriter, allow string) error {

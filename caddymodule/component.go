@@ -168,23 +168,22 @@ func (e *ComponentEvents) ServeHTTP(w http.ResponseWriter, r *http.Request, _ ca
 				zap.String("component", e.Component), zap.Error(err))
 			return writeWeChatError(w, http.StatusServiceUnavailable, "wechat_token: cannot store the ticket")
 		}
-	case "authorized", "updateauthorized":
-		// The code is good for a short while: exchange it at once.
-		ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
-		appID, err := e.platform.Authorize(ctx, msg.AuthorizationCode)
-		cancel()
-		if err != nil {
-			e.logger.Error("authorization not recorded: api_query_auth failed", zap.String("component", e.Component),
-				zap.String("authorizer_appid", msg.AuthorizerAppID), zap.Error(err))
-			return writeWeChatError(w, http.StatusServiceUnavailable, "wechat_token: the authorization could not be recorded")
+	case "authorized", "updateauthorized", "unauthorized":
+		// Applied detached from this request: WeChat hangs up after 5 s,
+		// which must not cancel a code exchange under way; its re-delivery
+		// waits for the same work.
+		ev := credential.Event{InfoType: msg.InfoType, AuthorizerAppID: msg.AuthorizerAppID,
+			AuthorizationCode: msg.AuthorizationCode, CreateTime: msg.CreateTime}
+		if err := e.platform.Apply(r.Context(), ev); err != nil {
+			if r.Context().Err() != nil {
+				return r.Context().Err() // WeChat is gone; the work goes on
+			}
+			e.logger.Error("authorization event not applied; WeChat will deliver it again", zap.String("component", e.Component),
+				zap.String("info_type", msg.InfoType), zap.String("authorizer_appid", msg.AuthorizerAppID), zap.Error(err))
+			return writeWeChatError(w, http.StatusServiceUnavailable, "wechat_token: the authorization event could not be applied")
 		}
-		e.logger.Info("account authorized the platform", zap.String("component", e.Component), zap.String("authorizer_appid", appID))
-	case "unauthorized":
-		if err := e.platform.Forget(r.Context(), msg.AuthorizerAppID); err != nil {
-			e.logger.Error("cannot forget the account", zap.String("authorizer_appid", msg.AuthorizerAppID), zap.Error(err))
-			return writeWeChatError(w, http.StatusServiceUnavailable, "wechat_token: cannot forget the account")
-		}
-		e.logger.Info("account ended its authorization", zap.String("component", e.Component), zap.String("authorizer_appid", msg.AuthorizerAppID))
+		e.logger.Info("authorization event applied", zap.String("component", e.Component),
+			zap.String("info_type", msg.InfoType), zap.String("authorizer_appid", msg.AuthorizerAppID))
 	default:
 		e.logger.Info("push of a kind the proxy does not act on", zap.String("component", e.Component), zap.String("info_type", msg.InfoType))
 	}

@@ -17,7 +17,8 @@ import (
 // Authorizer is the access token of an account that authorized a
 // platform (POST /cgi-bin/component/api_authorizer_token), fetched with
 // the platform's component_access_token (Deps.Needed) and the account's
-// refresh token, which its authorization record in the storage holds.
+// refresh token, which its authorization record in the storage holds
+// (Deps.accounts: the platform's accounts).
 // Its keys are the platform's: one account authorized to two platforms
 // has two tokens.
 var Authorizer = &Kind{
@@ -27,30 +28,33 @@ var Authorizer = &Kind{
 	NewFetcher: func(s Spec, d Deps) token.Fetcher {
 		return &AuthorizerFetcher{BaseURL: s.APIBase, ComponentAppID: s.Platform, AuthorizerAppID: s.ID,
 			Component: d.Needed, Client: d.Client, RejectedBy: Component.RejectedBy,
-			RefreshToken: func(ctx context.Context) (string, error) {
-				rec, err := loadAuthorization(ctx, d.Store, s.Platform, s.ID)
-				return rec.RefreshToken, err
-			},
-			Save: func(ctx context.Context, refresh string) error {
-				return storeAuthorization(ctx, d.Store, s.Platform, s.ID, refresh)
-			},
+			RefreshToken: func(ctx context.Context) (string, error) { return d.accounts.refreshToken(ctx, s.ID) },
+			Save:         func(refresh string) { d.accounts.keepRefreshToken(s.ID, refresh) },
+			Recover:      d.accounts.recover,
 		}
 	},
 }
 
 // AuthorizerFetcher fetches an authorizer's access token. WeChat may hand
-// out a new refresh token with it; Save keeps it for the fleet.
+// out a new refresh token with it; Save keeps it for the fleet (never
+// losing it: held in memory while the storage fails). A refresh token
+// WeChat refuses (61023) makes it Recover the platform's authorizations
+// from WeChat's list and try once more.
 type AuthorizerFetcher struct {
 	BaseURL         string
 	ComponentAppID  string
 	AuthorizerAppID string
 	Component       Refresher // the platform's component_access_token
 	RefreshToken    func(ctx context.Context) (string, error)
-	Save            func(ctx context.Context, refreshToken string) error
+	Save            func(refreshToken string)
+	Recover         func(ctx context.Context) error
 	Client          *http.Client
 	// RejectedBy are the errcodes meaning the component token was rejected.
 	RejectedBy []int64
 }
+
+// errRefreshTokenRefused is WeChat's "refresh_token is invalid".
+const errRefreshTokenRefused = 61023
 
 // Fetch implements Fetcher; force is meaningless here.
 func (f *AuthorizerFetcher) Fetch(ctx context.Context, _ bool) (token.Fetched, error) {
@@ -69,12 +73,22 @@ func (f *AuthorizerFetcher) Fetch(ctx context.Context, _ bool) (token.Fetched, e
 		if refreshErr != nil {
 			return token.Fetched{}, fmt.Errorf("%w; no new component_access_token: %w", err, refreshErr)
 		}
-		fetched, next, err = f.get(ctx, fresh.Value, refresh)
+		comp = fresh
+		fetched, next, err = f.get(ctx, comp.Value, refresh)
+	}
+	if errors.As(err, &apiErr) && apiErr.Code == errRefreshTokenRefused && f.Recover != nil {
+		// The stored refresh token is stale (rotated elsewhere, restored
+		// from a backup): WeChat's list of authorizations has the current one.
+		if recoverErr := f.Recover(ctx); recoverErr != nil {
+			return token.Fetched{}, fmt.Errorf("%w; recovering from api_get_authorizer_list: %w", err, recoverErr)
+		}
+		if again, loadErr := f.RefreshToken(ctx); loadErr == nil && again != refresh {
+			refresh = again
+			fetched, next, err = f.get(ctx, comp.Value, refresh)
+		}
 	}
 	if err == nil && next != "" && next != refresh && f.Save != nil {
-		if saveErr := f.Save(ctx, next); saveErr != nil {
-			return fetched, fmt.Errorf("authorizer %s: keep the new refresh token: %w", f.AuthorizerAppID, saveErr)
-		}
+		f.Save(next)
 	}
 	return fetched, err
 }
@@ -94,10 +108,12 @@ func (f *AuthorizerFetcher) get(ctx context.Context, componentToken, refresh str
 	return fetched, next, err
 }
 
-// AuthorizationInfo is what api_query_auth answers of an account.
+// AuthorizationInfo is what api_query_auth answers of an account: its
+// refresh token, and its access token, which need not be fetched again.
 type AuthorizationInfo struct {
 	AuthorizerAppID string
 	RefreshToken    string
+	Token           token.Fetched
 }
 
 // QueryAuth exchanges an authorization code for the account's refresh
@@ -111,7 +127,7 @@ func QueryAuth(ctx context.Context, client *http.Client, baseURL, componentAppID
 		return AuthorizationInfo{}, err
 	}
 	var info AuthorizationInfo
-	_, err = callWith(client, req, endpoint, "authorization_info.authorizer_access_token", componentToken, func(answer gjson.Result) {
+	info.Token, err = callWith(client, req, endpoint, "authorization_info.authorizer_access_token", componentToken, func(answer gjson.Result) {
 		info.AuthorizerAppID = answer.Get("authorization_info.authorizer_appid").String()
 		info.RefreshToken = answer.Get("authorization_info.authorizer_refresh_token").String()
 	})
@@ -119,4 +135,39 @@ func QueryAuth(ctx context.Context, client *http.Client, baseURL, componentAppID
 		err = fmt.Errorf("POST %s: the answer has no authorizer_appid or refresh token", endpoint)
 	}
 	return info, err
+}
+
+// Listed is one account of api_get_authorizer_list.
+type Listed struct {
+	AppID        string
+	RefreshToken string
+	AuthTime     int64
+}
+
+// listPage is the most accounts WeChat lists per call.
+const listPage = 500
+
+// ListAuthorizers reads one page of the platform's authorizations (POST
+// /cgi-bin/component/api_get_authorizer_list) from offset: the accounts
+// and the total. Errors never show the component token.
+func ListAuthorizers(ctx context.Context, client *http.Client, baseURL, componentAppID, componentToken string, offset int) ([]Listed, int, error) {
+	endpoint := strings.TrimSuffix(baseURL, "/") + "/cgi-bin/component/api_get_authorizer_list"
+	req, err := postJSON(ctx, endpoint, url.Values{"component_access_token": {componentToken}},
+		map[string]any{"component_appid": componentAppID, "offset": offset, "count": listPage})
+	if err != nil {
+		return nil, 0, err
+	}
+	// 500 entries of a few hundred bytes each.
+	answer, err := callJSON(client, req, endpoint, componentToken, 1<<20)
+	if err != nil {
+		return nil, 0, err
+	}
+	var out []Listed
+	for _, e := range answer.Get("list").Array() {
+		l := Listed{AppID: e.Get("authorizer_appid").String(), RefreshToken: e.Get("refresh_token").String(), AuthTime: e.Get("auth_time").Int()}
+		if ValidAppID(l.AppID) && l.RefreshToken != "" {
+			out = append(out, l)
+		}
+	}
+	return out, int(answer.Get("total_count").Int()), nil
 }

@@ -33,32 +33,16 @@ func call(client *http.Client, req *http.Request, endpoint, field, redact string
 // callWith is call that also hands a successful answer to also, for the
 // fields beside the credential (a new refresh token).
 func callWith(client *http.Client, req *http.Request, endpoint, field, redact string, also func(gjson.Result)) (token.Fetched, error) {
-	if client == nil {
-		client = http.DefaultClient
-	}
-	noRedirect := *client
-	noRedirect.CheckRedirect = func(next *http.Request, _ []*http.Request) error {
-		return fmt.Errorf("%s redirected to %s; redirects are never followed (is api_base right?)", endpoint, next.URL.Host)
-	}
-	resp, err := noRedirect.Do(req)
+	answer, err := callJSON(client, req, endpoint, redact, maxAnswerSize)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return token.Fetched{}, fmt.Errorf("%s %s: %w", req.Method, endpoint, err)
+		return token.Fetched{}, err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerSize))
-	if err != nil {
-		return token.Fetched{}, fmt.Errorf("%s %s: read answer: %w", req.Method, endpoint, err)
-	}
-	fetched, err := parseAnswer(resp.StatusCode, body, field, redact)
+	fetched, err := credentialIn(answer, field)
 	if err != nil {
 		return token.Fetched{}, fmt.Errorf("%s %s: %w", req.Method, endpoint, err)
 	}
 	if also != nil {
-		also(gjson.ParseBytes(body))
+		also(answer)
 	}
 	return fetched, nil
 }
@@ -68,24 +52,16 @@ func callWith(client *http.Client, req *http.Request, endpoint, field, redact st
 // is not a WeChat answer at all.
 // field names the credential in the answer (access_token, ticket).
 func parseAnswer(status int, body []byte, field, secret string) (token.Fetched, error) {
-	trimmed := bytes.TrimSpace(body)
-	if len(trimmed) == 0 || trimmed[0] != '{' || !gjson.ValidBytes(trimmed) {
-		return token.Fetched{}, fmt.Errorf("unexpected answer (HTTP %d, %d bytes, not a JSON object)", status, len(body))
+	answer, err := readAnswer(status, body, secret)
+	if err != nil {
+		return token.Fetched{}, err
 	}
-	answer := gjson.ParseBytes(trimmed)
-	if code := answer.Get("errcode").Int(); code != 0 {
-		msg := answer.Get("errmsg").String()
-		if secret != "" {
-			msg = strings.ReplaceAll(msg, secret, "[app_secret]")
-		}
-		if len(msg) > 300 {
-			msg = msg[:300] + "..."
-		}
-		return token.Fetched{}, &token.APIError{Code: code, Msg: msg}
-	}
-	if status != http.StatusOK {
-		return token.Fetched{}, fmt.Errorf("unexpected HTTP status %d", status)
-	}
+	return credentialIn(answer, field)
+}
+
+// credentialIn reads the credential named field, and its expires_in, from
+// an answer.
+func credentialIn(answer gjson.Result, field string) (token.Fetched, error) {
 	value := answer.Get(field)
 	if value.Type != gjson.String || value.Str == "" {
 		return token.Fetched{}, fmt.Errorf("answer has no %s", field)
@@ -111,6 +87,62 @@ func parseAnswer(status int, body []byte, field, secret string) (token.Fetched, 
 		lifetime = time.Duration(expires.Num * float64(time.Second))
 	}
 	return token.Fetched{Value: value.Str, ExpiresIn: lifetime}, nil
+}
+
+// readAnswer reads a WeChat answer: a JSON object without an errcode (an
+// *token.APIError otherwise), with HTTP 200. The errmsg never shows
+// redact.
+func readAnswer(status int, body []byte, redact string) (gjson.Result, error) {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 || trimmed[0] != '{' || !gjson.ValidBytes(trimmed) {
+		return gjson.Result{}, fmt.Errorf("unexpected answer (HTTP %d, %d bytes, not a JSON object)", status, len(body))
+	}
+	answer := gjson.ParseBytes(trimmed)
+	if code := answer.Get("errcode").Int(); code != 0 {
+		msg := answer.Get("errmsg").String()
+		if redact != "" {
+			msg = strings.ReplaceAll(msg, redact, "[app_secret]")
+		}
+		if len(msg) > 300 {
+			msg = msg[:300] + "..."
+		}
+		return gjson.Result{}, &token.APIError{Code: code, Msg: msg}
+	}
+	if status != http.StatusOK {
+		return gjson.Result{}, fmt.Errorf("unexpected HTTP status %d", status)
+	}
+	return answer, nil
+}
+
+// callJSON sends req and reads its answer (readAnswer), for calls that
+// return data rather than a credential; like call, it follows no redirect
+// and its errors never contain redact.
+func callJSON(client *http.Client, req *http.Request, endpoint, redact string, maxSize int64) (gjson.Result, error) {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	noRedirect := *client
+	noRedirect.CheckRedirect = func(next *http.Request, _ []*http.Request) error {
+		return fmt.Errorf("%s redirected to %s; redirects are never followed (is api_base right?)", endpoint, next.URL.Host)
+	}
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return gjson.Result{}, fmt.Errorf("%s %s: %w", req.Method, endpoint, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxSize))
+	if err != nil {
+		return gjson.Result{}, fmt.Errorf("%s %s: read answer: %w", req.Method, endpoint, err)
+	}
+	answer, err := readAnswer(resp.StatusCode, body, redact)
+	if err != nil {
+		return gjson.Result{}, fmt.Errorf("%s %s: %w", req.Method, endpoint, err)
+	}
+	return answer, nil
 }
 
 // getRequest is a GET of endpoint with query q.

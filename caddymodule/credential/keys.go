@@ -1,6 +1,12 @@
 package credential
 
-import "github.com/caddy-wechat/caddy-wechat/caddymodule/token"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
+)
 
 // Every storage key and lock name the fleet shares is built here. Keys
 // already written by users' fleets keep their form; where a key did not
@@ -51,4 +57,31 @@ func authorizationsPrefix(componentAppID string) string {
 // authorizationKey is an account's authorization of a platform.
 func authorizationKey(componentAppID, appID string) string {
 	return authorizationsPrefix(componentAppID) + "/" + appID + ".json"
+}
+
+// authorizationLock guards an account's authorization record while an
+// event or a list walk changes it, fleet-wide.
+func authorizationLock(componentAppID, appID string) string {
+	return prefix + "_authorization_" + componentAppID + "_" + appID
+}
+
+// withdrawalsKey is the platform's log of recent withdrawals (unauthorized
+// events), which every instance of the fleet polls to stop serving the
+// accounts; withdrawalsLock guards its appends.
+func withdrawalsKey(componentAppID string) string {
+	return platformPrefix(componentAppID) + ".withdrawals.json"
+}
+
+func withdrawalsLock(componentAppID string) string { return prefix + "_withdrawals_" + componentAppID }
+
+// messagesPrefix is where the fleet keeps the answers to a receiver's
+// messages (for WeChat's re-deliveries), filed by the minute of their
+// CreateTime so that old ones are removed by the minute.
+func messagesPrefix(receiverID string) string { return prefix + "/messages/" + receiverID }
+
+// messageKey is the record of one message: the key hashed (it holds a
+// user's openid).
+func messageKey(receiverID string, minute int64, key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return messagesPrefix(receiverID) + "/" + strconv.FormatInt(minute, 10) + "/" + hex.EncodeToString(sum[:16]) + ".json"
 }

@@ -57,6 +57,9 @@ type Deps struct {
 	Needed Refresher
 	// Client calls WeChat.
 	Client *http.Client
+	// accounts are, for a platform's account, the platform's accounts:
+	// where its refresh token is read and kept.
+	accounts *accounts
 }
 
 // engine is what the token engine needs to know of k.

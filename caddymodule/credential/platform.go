@@ -5,9 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -32,9 +31,9 @@ type Platform struct {
 	spec Spec // of the component_access_token
 	ref  *Ref
 	cfg  *Config
-
-	mu       sync.Mutex
-	accounts map[string]*token.Manager // nil once the config stopped
+	// accounts are the platform's accounts in use, shared with every
+	// config holding the platform; set when the config starts.
+	accounts atomic.Pointer[accounts]
 }
 
 // ErrUnknownAuthorizer is returned for an account that has not authorized
@@ -57,7 +56,7 @@ func (c *Config) DeclarePlatform(name string, spec Spec, cipher *wxcrypt.Cipher)
 	if err != nil {
 		return nil, err
 	}
-	p := &Platform{Name: name, Cipher: cipher, spec: spec, ref: ref, cfg: c, accounts: map[string]*token.Manager{}}
+	p := &Platform{Name: name, Cipher: cipher, spec: spec, ref: ref, cfg: c}
 	c.platforms[name] = p
 	return p, nil
 }
@@ -104,36 +103,6 @@ func (p *Platform) KeepVerifyTicket(ctx context.Context, ticket string, createTi
 	return nil
 }
 
-// authorization is an account's authorization, in storage.
-type authorization struct {
-	AppID        string    `json:"authorizer_appid"`
-	RefreshToken string    `json:"authorizer_refresh_token"`
-	UpdatedAt    time.Time `json:"updated_at"`
-}
-
-func loadAuthorization(ctx context.Context, store token.Store, componentAppID, appID string) (authorization, error) {
-	var rec authorization
-	data, err := store.Load(ctx, authorizationKey(componentAppID, appID))
-	if errors.Is(err, fs.ErrNotExist) {
-		return rec, ErrUnknownAuthorizer
-	}
-	if err != nil {
-		return rec, fmt.Errorf("read authorizer %s: %w", appID, err)
-	}
-	if err := json.Unmarshal(data, &rec); err != nil || rec.RefreshToken == "" {
-		return rec, fmt.Errorf("authorizer %s: the stored record is unreadable", appID)
-	}
-	return rec, nil
-}
-
-func storeAuthorization(ctx context.Context, store token.Store, componentAppID, appID, refreshToken string) error {
-	data, err := json.Marshal(authorization{AppID: appID, RefreshToken: refreshToken, UpdatedAt: time.Now()})
-	if err != nil {
-		return err
-	}
-	return store.Store(ctx, authorizationKey(componentAppID, appID), data)
-}
-
 // ValidAppID reports whether s can be an appid (a path segment naming an
 // account): letters, digits, '_' and '-', at most 64.
 func ValidAppID(s string) bool {
@@ -148,75 +117,18 @@ func ValidAppID(s string) bool {
 	return true
 }
 
-// Account returns the manager of an account's token, making and starting
-// it on first use; ErrUnknownAuthorizer for an account with no
-// authorization.
+// Account returns the manager of an account's token, loading it on the
+// account's first request; ErrUnknownAuthorizer for an account with no
+// current authorization.
 func (p *Platform) Account(ctx context.Context, appID string) (*token.Manager, error) {
-	p.mu.Lock()
-	m := p.accounts[appID]
-	p.mu.Unlock()
-	if m != nil {
-		return m, nil
-	}
-	if _, err := loadAuthorization(ctx, p.cfg.store, p.spec.ID, appID); err != nil {
+	if _, err := p.ref.Get(ctx); err != nil { // waits for the config to start
 		return nil, err
 	}
-	comp, err := p.ref.Get(ctx)
-	if err != nil {
-		return nil, err
+	a := p.accounts.Load()
+	if a == nil {
+		return nil, errors.New("the wechat app did not start")
 	}
-	spec := p.spec
-	spec.Kind, spec.ID, spec.Platform = Authorizer, appID, p.spec.ID
-	m, err = newManager(spec, p.cfg.settings(spec, comp), p.cfg.reg.clockNow())
-	if err != nil {
-		return nil, err
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if existing := p.accounts[appID]; existing != nil {
-		return existing, nil // made by a request racing this one
-	}
-	if p.accounts == nil {
-		return nil, errors.New("the wechat app stopped")
-	}
-	p.accounts[appID] = m
-	m.Start()
-	return m, nil
-}
-
-// Authorize exchanges an authorization code pushed by WeChat for the
-// account's refresh token (api_query_auth) and keeps it; it returns the
-// account's appid.
-func (p *Platform) Authorize(ctx context.Context, code string) (string, error) {
-	compManager, err := p.ref.Get(ctx)
-	if err != nil {
-		return "", err
-	}
-	comp, err := compManager.Token(ctx)
-	if err != nil {
-		return "", err
-	}
-	info, err := QueryAuth(ctx, p.cfg.reg.client, p.spec.APIBase, p.spec.ID, comp.Value, code)
-	if err != nil {
-		return "", err
-	}
-	return info.AuthorizerAppID, storeAuthorization(ctx, p.cfg.store, p.spec.ID, info.AuthorizerAppID, info.RefreshToken)
-}
-
-// Forget drops an account that ended its authorization.
-func (p *Platform) Forget(ctx context.Context, appID string) error {
-	p.mu.Lock()
-	m := p.accounts[appID]
-	delete(p.accounts, appID)
-	p.mu.Unlock()
-	if m != nil {
-		m.Stop()
-	}
-	err := p.cfg.store.Delete(ctx, authorizationKey(p.spec.ID, appID))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	return err
+	return a.get(ctx, appID)
 }
 
 // Imported is an account authorized before the proxy, with its refresh
@@ -234,27 +146,47 @@ func (p *Platform) Import(ctx context.Context, accounts []Imported) error {
 		}
 	}
 	for _, acc := range accounts {
-		if err := storeAuthorization(ctx, p.cfg.store, p.spec.ID, acc.AppID, acc.RefreshToken); err != nil {
-			return fmt.Errorf("%w: %w", ErrStorage, err)
+		rec := authorization{AppID: acc.AppID, RefreshToken: acc.RefreshToken, UpdatedAt: time.Now()}
+		if err := storeAuthorization(ctx, p.cfg.store, p.spec.ID, rec); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// Counts are the platform's stored accounts and this config's accounts
-// whose token fetch last failed.
+// storedCountFor is how long the admin status's count of stored
+// authorizations is reused: counting lists every record.
+const storedCountFor = 30 * time.Second
+
+// Counts are the platform's stored authorizations (withdrawn ones
+// included, as dated markers) and the accounts in use whose token fetch
+// last failed. Neither holds a lock while it counts.
 func (p *Platform) Counts(ctx context.Context) (stored, failing int) {
-	keys, err := p.cfg.store.List(ctx, authorizationsPrefix(p.spec.ID), false)
-	if err == nil {
-		for _, k := range keys {
-			if strings.HasSuffix(k, ".json") {
-				stored++
+	a := p.accounts.Load()
+	if a == nil {
+		return 0, 0
+	}
+	a.mu.Lock()
+	stored, fresh := a.storedCount, time.Since(a.storedCountAt) < storedCountFor
+	inUse := make([]*token.Manager, 0, len(a.byID))
+	for _, ac := range a.byID {
+		inUse = append(inUse, ac.m)
+	}
+	a.mu.Unlock()
+	if !fresh {
+		if keys, err := p.cfg.store.List(ctx, authorizationsPrefix(p.spec.ID), false); err == nil {
+			stored = 0
+			for _, k := range keys {
+				if strings.HasSuffix(k, ".json") {
+					stored++
+				}
 			}
+			a.mu.Lock()
+			a.storedCount, a.storedCountAt = stored, time.Now()
+			a.mu.Unlock()
 		}
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, m := range p.accounts {
+	for _, m := range inUse {
 		if st := m.Status(); st.LastError != nil && !st.Valid {
 			failing++
 		}
@@ -262,13 +194,9 @@ func (p *Platform) Counts(ctx context.Context) (stored, failing int) {
 	return stored, failing
 }
 
-// stop stops the platform's account managers.
-func (p *Platform) stop() {
-	p.mu.Lock()
-	accounts := p.accounts
-	p.accounts = nil
-	p.mu.Unlock()
-	for _, m := range accounts {
-		m.Stop()
-	}
+// MessageReceiver receives the messages of the platform's accounts (its
+// 消息与事件接收URL): the platform's token and key, its component_appid
+// as the receiver id.
+func (p *Platform) MessageReceiver() *MessageReceiver {
+	return &MessageReceiver{Kind: AuthorizerAccount, ID: p.spec.ID, Token: p.Cipher.Token(), Cipher: p.Cipher}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/wxcrypt"
@@ -29,7 +30,7 @@ func startPlatform(t *testing.T, reg *Registry, store Storage, emu *emulator.Ser
 		t.Fatal(err)
 	}
 	c := reg.NewConfig(store, nil)
-	p, err := c.DeclarePlatform(appID, Spec{Kind: Component, ID: appID, Secret: app.Secret, APIBase: base}, cipher)
+	p, err := c.DeclarePlatform(appID, Spec{Kind: Component, ID: appID, Secret: app.Secret, APIBase: base, Timing: Timing{MinLifetime: time.Second}}, cipher)
 	if err != nil {
 		t.Fatal(err)
 	}

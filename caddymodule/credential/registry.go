@@ -36,12 +36,13 @@ type Registry struct {
 	clock     token.Clock
 	live      map[string]*liveCredential // by identity
 	platforms map[string][]*Platform     // by name, in the order their configs started
+	accounts  map[string]*accounts       // platforms' accounts in use, by component_appid
 }
 
 // NewRegistry returns an empty registry whose credentials call WeChat
 // with client.
 func NewRegistry(client *http.Client) *Registry {
-	return &Registry{client: client, live: map[string]*liveCredential{}, platforms: map[string][]*Platform{}}
+	return &Registry{client: client, live: map[string]*liveCredential{}, platforms: map[string][]*Platform{}, accounts: map[string]*accounts{}}
 }
 
 // SetClock makes the managers started from now on read time from c (nil:
@@ -52,7 +53,7 @@ func (r *Registry) SetClock(c token.Clock) {
 	r.mu.Unlock()
 }
 
-func (r *Registry) clockNow() token.Clock {
+func (r *Registry) clockOf() token.Clock {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.clock
@@ -244,6 +245,15 @@ func (c *Config) Start() error {
 		c.attached = append(c.attached, id)
 		resolved[d.ref] = lc.manager
 	}
+	for _, p := range c.platforms {
+		a := r.accounts[p.spec.ID]
+		if a == nil || a.ctx.Err() != nil {
+			a = newAccounts(r, p.spec.ID)
+			r.accounts[p.spec.ID] = a
+		}
+		p.accounts.Store(a)
+		a.attach(p) // the platform's token is attached: accounts can take it
+	}
 	for ref, m := range resolved {
 		ref.resolve(m)
 	}
@@ -266,8 +276,16 @@ func (c *Config) Stop() {
 		}
 	}
 	r.mu.Unlock()
+	// Outside the registry's lock: the accounts' scheduler, waited for
+	// here when the last holder goes, reads the registry's clock.
 	for _, p := range c.platforms {
-		p.stop()
+		if a := p.accounts.Load(); a != nil && a.detach(p) {
+			r.mu.Lock()
+			if r.accounts[p.spec.ID] == a {
+				delete(r.accounts, p.spec.ID)
+			}
+			r.mu.Unlock()
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -336,3 +354,6 @@ func (r *Registry) Platform(name string) *Platform {
 	}
 	return nil
 }
+
+// Storage is the config's storage, shared with the fleet.
+func (c *Config) Storage() Storage { return c.store }

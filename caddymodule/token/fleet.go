@@ -300,12 +300,18 @@ func (m *Manager) lockOrAdopt(heldAtStart *Token, replacing string) (*Token, fun
 }
 
 // syncPeriod is how often the loop re-reads the store between renewals.
-func syncPeriod(cur *Token) time.Duration {
-	if cur == nil {
-		return syncPeriodMax
+// Without a valid token every request is refused: the store is then
+// re-read every noTokenSyncPeriod, so that a token another instance got
+// (a platform's, with the ticket pushed to it) is taken within seconds.
+func syncPeriod(cur *Token, now time.Time) time.Duration {
+	if !cur.ValidAt(now) {
+		return noTokenSyncPeriod
 	}
 	return max(min(syncPeriodMax, cur.ExpiresAt.Sub(cur.FetchedAt)/8), minRetryDelay)
 }
+
+// noTokenSyncPeriod is syncPeriod while no valid token is held.
+const noTokenSyncPeriod = 2 * time.Second
 
 // warnOnce logs a warning once per kind until its text changes, so that a
 // lasting storage outage is reported, not repeated on every renewal.

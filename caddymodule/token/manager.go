@@ -111,6 +111,10 @@ type Options struct {
 	Kind  Kind
 	Keys  Keys
 	Clock Clock
+	// Scheduled: no renewal loop of its own (see scheduled.go); OnSchedule,
+	// if set, is told whenever its NextRenewal may have changed.
+	Scheduled  bool
+	OnSchedule func()
 	Settings
 }
 
@@ -150,6 +154,11 @@ type Manager struct {
 	// serializes the fleet's).
 	ledgerMu sync.Mutex
 
+	scheduled      bool
+	onSchedule     func()
+	demandFailures int       // consecutive failed on-demand fetches (scheduled)
+	demandRetryAt  time.Time // no on-demand fetch before then
+
 	wake     chan struct{}
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -180,20 +189,25 @@ func NewManager(opts Options) (*Manager, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
-		appID:   opts.AppID,
-		kind:    opts.Kind,
-		keys:    opts.Keys,
-		clock:   opts.Clock,
-		attempt: make(chan struct{}),
-		epoch:   1,
-		warned:  map[string]string{},
-		wake:    make(chan struct{}, 1),
-		ctx:     ctx,
-		cancel:  cancel,
-		done:    make(chan struct{}),
+		appID:      opts.AppID,
+		kind:       opts.Kind,
+		keys:       opts.Keys,
+		clock:      opts.Clock,
+		scheduled:  opts.Scheduled,
+		onSchedule: opts.OnSchedule,
+		epoch:      1,
+		warned:     map[string]string{},
+		wake:       make(chan struct{}, 1),
+		ctx:        ctx,
+		cancel:     cancel,
+		done:       make(chan struct{}),
 	}
 	for i := range m.budgets {
 		m.budgets[i] = rate.NewLimiter(rate.Every(settings.MinRefreshInterval), refreshBurst)
+	}
+	if !opts.Scheduled {
+		// Early requests wait for the loop's first token.
+		m.attempt = make(chan struct{})
 	}
 	m.settings.Store(settings)
 	return m, nil
@@ -202,9 +216,14 @@ func NewManager(opts Options) (*Manager, error) {
 // Start begins the renewal loop, which fetches the first token at once (or
 // adopts the stored one). Calls after the first do nothing.
 func (m *Manager) Start() {
-	if m.started.CompareAndSwap(false, true) {
-		go m.run()
+	if !m.started.CompareAndSwap(false, true) {
+		return
 	}
+	if m.scheduled {
+		close(m.done) // no loop to wait for
+		return
+	}
+	go m.run()
 }
 
 // withDefaults checks s and fills in its zero values.
@@ -266,7 +285,11 @@ func (m *Manager) Stop() {
 		m.cancel()
 		if m.started.Load() {
 			<-m.done
-			m.log().Info("token manager stopped")
+			if m.scheduled {
+				m.log().Debug("token manager stopped") // one of many: a platform's accounts
+			} else {
+				m.log().Info("token manager stopped")
+			}
 		}
 		m.mu.Lock()
 		m.releaseWaitersLocked()
@@ -314,6 +337,9 @@ func (m *Manager) Token(ctx context.Context) (Token, error) {
 	m.mu.Lock()
 	attempt := m.attempt
 	m.mu.Unlock()
+	if attempt == nil && m.scheduled {
+		return m.onDemand(ctx)
+	}
 	if attempt != nil {
 		// A real timer: this bounds a client's wait, whatever the clock.
 		patience := time.NewTimer(m.cfg().FetchTimeout + waitGrace)

@@ -18,6 +18,9 @@ func (m *Manager) poke() {
 	case m.wake <- struct{}{}:
 	default:
 	}
+	if m.onSchedule != nil {
+		m.onSchedule()
+	}
 }
 
 // run is the proactive renewal loop.
@@ -98,7 +101,7 @@ func (m *Manager) sleepUntil(due time.Time) bool {
 		}
 		wake := due
 		if m.cfg().Store != nil {
-			if reread := now.Add(syncPeriod(m.current.Load())); reread.Before(due) {
+			if reread := now.Add(syncPeriod(m.current.Load(), now)); reread.Before(due) {
 				wake = reread
 			}
 		}
