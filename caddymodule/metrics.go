@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/credential"
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/replay"
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
 )
@@ -23,6 +24,13 @@ var (
 	descDuration      = prometheus.NewDesc("caddy_wechat_token_fetch_duration_seconds", "Duration of calls to WeChat's token endpoint.", appLabels, nil)
 	descForcesLeft    = prometheus.NewDesc("caddy_wechat_token_force_refreshes_left", "stable: force_refresh calls the fleet has left in the last 24 hours (WeChat allows 20), by who may spend them: automatic (the proxy, after a confirmed rejection; at most 10) and operator (admin ?force=1).", append(appLabels, "spender"), nil)
 	descRefreshesLeft = prometheus.NewDesc("caddy_wechat_token_refreshes_left_today", "classic with daily_refresh_limit: on-demand refreshes the fleet has left today, Beijing time.", appLabels, nil)
+
+	msgLabels          = []string{"receiver"}
+	descMsgReceived    = prometheus.NewDesc("caddy_wechat_messages_received_total", "Pushes wechat_messages verified and opened, by receiver (app_id, corp_id or a platform's component_appid).", msgLabels, nil)
+	descMsgForwarded   = prometheus.NewDesc("caddy_wechat_messages_forwarded_total", "Messages delivered to the app (answered without an error).", msgLabels, nil)
+	descMsgDuplicates  = prometheus.NewDesc("caddy_wechat_messages_deduplicated_total", "WeChat's re-deliveries answered with the first delivery's answer, not delivered again.", msgLabels, nil)
+	descMsgRefused     = prometheus.NewDesc("caddy_wechat_messages_refused_total", "Pushes and URL checks refused, by reason: signature, receiver, stale, malformed, mode.", append(msgLabels, "reason"), nil)
+	descMsgAnswerDelay = prometheus.NewDesc("caddy_wechat_messages_app_answer_seconds", "How long the app took to answer a message.", msgLabels, nil)
 
 	descReplayHeld    = prometheus.NewDesc("caddy_wechat_replay_held_bytes", "Bytes of request bodies held for replay right now, in memory and temporary files (bounded by replay_budget).", nil, nil)
 	descReplaySpilled = prometheus.NewDesc("caddy_wechat_replay_spilled_total", "Request bodies held for replay in a temporary file (larger than replay_memory).", nil, nil)
@@ -49,7 +57,8 @@ func registerMetrics(reg *prometheus.Registry) error {
 // Describe implements prometheus.Collector.
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descFetches, descAdopted, descPassive, descRetries, descExpiry, descDuration,
-		descForcesLeft, descRefreshesLeft, descReplayHeld, descReplaySpilled, descReplayNotHeld} {
+		descForcesLeft, descRefreshesLeft, descReplayHeld, descReplaySpilled, descReplayNotHeld,
+		descMsgReceived, descMsgForwarded, descMsgDuplicates, descMsgRefused, descMsgAnswerDelay} {
 		ch <- d
 	}
 }
@@ -69,6 +78,18 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descReplaySpilled, prometheus.CounterValue, float64(replayed.Spilled))
 	for reason, n := range map[replay.Reason]int64{replay.TooLarge: replayed.TooLarge, replay.OverBudget: replayed.OverBudget, replay.SpillFailed: replayed.SpillFailed} {
 		ch <- prometheus.MustNewConstMetric(descReplayNotHeld, prometheus.CounterValue, float64(n), string(reason))
+	}
+	for _, m := range allMessageStats() {
+		st := m.status()
+		ch <- prometheus.MustNewConstMetric(descMsgReceived, prometheus.CounterValue, float64(st.Received), m.receiver)
+		ch <- prometheus.MustNewConstMetric(descMsgForwarded, prometheus.CounterValue, float64(st.Forwarded), m.receiver)
+		ch <- prometheus.MustNewConstMetric(descMsgDuplicates, prometheus.CounterValue, float64(st.Deduplicated), m.receiver)
+		for _, reason := range []string{credential.RefusedSignature, credential.RefusedReceiver, credential.RefusedStale, credential.RefusedMalformed, credential.RefusedMode} {
+			ch <- prometheus.MustNewConstMetric(descMsgRefused, prometheus.CounterValue, float64(st.Refused[reason]), m.receiver, reason)
+		}
+		m.mu.Lock()
+		ch <- prometheus.MustNewConstHistogram(descMsgAnswerDelay, m.latency.n, m.latency.sum, m.latency.cumulative(), m.receiver)
+		m.mu.Unlock()
 	}
 	byApp := map[[2]string]*appMetrics{}
 	var order [][2]string

@@ -22,6 +22,13 @@ func exportedFamilies(t *testing.T) map[string]bool {
 	c := startCaddy(t, w, `handle_path /classic/* {
 		`+w.tokenBlock("classic")+`
 	}
+	handle /messages {
+		wechat_messages {
+			app_id wxopskit000000001
+			token opskit-push-token
+		}
+		respond "success"
+	}
 	handle {
 		`+w.tokenBlock("stable")+`
 	}`)

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/rand"
 	"crypto/sha1"
 	"crypto/subtle"
 	"encoding/base64"
@@ -101,3 +102,48 @@ func (c *Cipher) Open(timestamp, nonce, msgSignature, encrypted string) ([]byte,
 	}
 	return msg, nil
 }
+
+// PlainSignature is the signature of WeChat's URL check and of plaintext
+// pushes: the hex SHA-1 of the token, timestamp and nonce, sorted and
+// concatenated.
+func PlainSignature(token, timestamp, nonce string) string {
+	parts := []string{token, timestamp, nonce}
+	slices.Sort(parts)
+	sum := sha1.Sum([]byte(strings.Join(parts, "")))
+	return hex.EncodeToString(sum[:])
+}
+
+// CheckPlain reports whether signature is PlainSignature's, in constant
+// time.
+func CheckPlain(token, timestamp, nonce, signature string) bool {
+	want := PlainSignature(token, timestamp, nonce)
+	return subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(signature))) == 1
+}
+
+// Seal encrypts msg for the cipher's appid as WeChat does (16 random
+// bytes, the length, the message, the appid, PKCS#7 to 32 bytes,
+// AES-256-CBC) and signs it with timestamp and nonce: a passive reply.
+func (c *Cipher) Seal(msg []byte, timestamp, nonce string) (encrypted, signature string, err error) {
+	random := make([]byte, 16)
+	if _, err := rand.Read(random); err != nil {
+		return "", "", fmt.Errorf("random: %w", err)
+	}
+	plain := make([]byte, 0, 20+len(msg)+len(c.appID)+32)
+	plain = append(plain, random...)
+	plain = binary.BigEndian.AppendUint32(plain, uint32(len(msg)))
+	plain = append(plain, msg...)
+	plain = append(plain, c.appID...)
+	pad := 32 - len(plain)%32
+	plain = append(plain, bytes.Repeat([]byte{byte(pad)}, pad)...)
+	block, err := aes.NewCipher(c.key)
+	if err != nil {
+		return "", "", fmt.Errorf("aes: %w", err)
+	}
+	out := make([]byte, len(plain))
+	cipher.NewCBCEncrypter(block, c.key[:aes.BlockSize]).CryptBlocks(out, plain)
+	encrypted = base64.StdEncoding.EncodeToString(out)
+	return encrypted, Signature(c.token, timestamp, nonce, encrypted), nil
+}
+
+// Token is the message token the cipher signs with.
+func (c *Cipher) Token() string { return c.token }

@@ -62,3 +62,22 @@ func TestSignatureSortsItsParts(t *testing.T) {
 		t.Fatal("the parts are not sorted")
 	}
 }
+
+// A sealed reply opens, as WeChat opens it, to the message.
+func TestSealedReplyOpens(t *testing.T) {
+	c, err := New("tok", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", "wxapp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, sig, err := c.Seal([]byte("<xml>reply</xml>"), "1700000000", "nonce")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, receiver, err := emulator.OpenSealed("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", enc)
+	if err != nil || string(msg) != "<xml>reply</xml>" || receiver != "wxapp" || sig != Signature("tok", "1700000000", "nonce", enc) {
+		t.Fatalf("opened %q for %q: %v", msg, receiver, err)
+	}
+	if !CheckPlain("tok", "1", "2", PlainSignature("tok", "1", "2")) || CheckPlain("tok", "1", "2", PlainSignature("tok", "1", "3")) {
+		t.Fatal("plain signature check")
+	}
+}

@@ -1,0 +1,291 @@
+package credential
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Each message reaches the app once across the fleet, though WeChat
+// re-delivers a push that got no answer within 5 s up to three times: a
+// re-delivery of a message in flight waits for the first delivery's
+// answer; of one answered, gets the same answer (for answerKept), on any
+// instance sharing the storage. Only a read is on the message's path; the
+// writes that tell the fleet (the message is being delivered, then its
+// answer) are made beside it: another instance needs them before WeChat's
+// re-delivery, 5 s later at the earliest, not before the app sees the
+// message.
+
+// Answer is the app's answer to a message (its passive reply, or empty).
+type Answer struct {
+	Body []byte `json:"body,omitempty"`
+}
+
+// ErrDeliveringElsewhere is returned for a re-delivery of a message that
+// another instance is still delivering: WeChat will deliver it again.
+var ErrDeliveringElsewhere = errors.New("another instance is delivering this message; its answer goes to WeChat's next delivery")
+
+const (
+	// answerKept is how long an answer is given to re-deliveries.
+	answerKept = 5 * time.Minute
+	// deliveryTimeout bounds the app's request, which runs on when WeChat
+	// hangs up, so that a slow reply reaches the user on the re-delivery.
+	deliveryTimeout = time.Minute
+	// elsewhereWait is how long a re-delivery waits for another instance's
+	// delivery before WeChat's next one.
+	elsewhereWait = 4 * time.Second
+	// recordsKept: records older than this many minutes are removed.
+	recordsKept = 10
+)
+
+// Deliveries deliver messages once. A process has one; it keeps nothing
+// that wakes up by itself.
+type Deliveries struct {
+	mu       sync.Mutex
+	inflight map[string]*delivery
+	answered map[string]answered
+	expiry   []expiring // answered keys, oldest first
+	swept    map[string]int64
+}
+
+type delivery struct {
+	done   chan struct{}
+	answer Answer
+	err    error
+}
+
+type answered struct {
+	answer Answer
+	until  time.Time
+}
+
+type expiring struct {
+	key   string
+	until time.Time
+}
+
+// NewDeliveries returns an empty Deliveries.
+func NewDeliveries() *Deliveries {
+	return &Deliveries{inflight: map[string]*delivery{}, answered: map[string]answered{}, swept: map[string]int64{}}
+}
+
+// record is a message's record in the storage.
+type record struct {
+	State  string    `json:"state"` // delivering, answered
+	At     time.Time `json:"at"`
+	Answer Answer    `json:"answer"`
+}
+
+// Deliver delivers the message identified by key (MessageKey), received
+// by receiverID, through deliver, unless it was delivered already or is
+// being delivered: then the first delivery's answer is returned, repeat
+// true. deliver runs detached from ctx (which only bounds the wait), and
+// its failure keeps nothing, so that WeChat's next delivery tries again.
+func (d *Deliveries) Deliver(ctx context.Context, store Storage, receiverID string, createTime int64, key string,
+	deliver func(context.Context) (Answer, error)) (answer Answer, repeat bool, err error) {
+	id := receiverID + "\x00" + key
+	minute := createTime / 60
+	if createTime == 0 {
+		minute = time.Now().Unix() / 60
+	}
+	storeKey := messageKey(receiverID, minute, key)
+	if a, f, ok := d.local(id); ok {
+		return a, true, nil
+	} else if f != nil {
+		return d.wait(ctx, f)
+	}
+	// Another instance may have it (a re-delivery that came here).
+	if rec, ok := loadRecord(ctx, store, storeKey); ok {
+		switch {
+		case rec.State == "answered":
+			d.remember(id, rec.Answer)
+			return rec.Answer, true, nil
+		case rec.State == "delivering" && time.Since(rec.At) < deliveryTimeout:
+			return d.waitElsewhere(ctx, store, storeKey, id)
+		}
+	}
+	d.mu.Lock()
+	if f := d.inflight[id]; f != nil { // began meanwhile here
+		d.mu.Unlock()
+		return d.wait(ctx, f)
+	}
+	f := &delivery{done: make(chan struct{})}
+	d.inflight[id] = f
+	d.mu.Unlock()
+	go d.run(store, receiverID, storeKey, id, f, deliver)
+	return d.wait(ctx, f)
+}
+
+// local is what this instance knows of a message: its answer, or its
+// delivery under way.
+func (d *Deliveries) local(id string) (Answer, *delivery, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if a, ok := d.answered[id]; ok && time.Now().Before(a.until) {
+		return a.answer, nil, true
+	}
+	return Answer{}, d.inflight[id], false
+}
+
+func (d *Deliveries) wait(ctx context.Context, f *delivery) (Answer, bool, error) {
+	select {
+	case <-f.done:
+		return f.answer, true, f.err
+	case <-ctx.Done():
+		return Answer{}, false, ctx.Err()
+	}
+}
+
+// run delivers, detached, and tells the fleet.
+func (d *Deliveries) run(store Storage, receiverID, storeKey, id string, f *delivery, deliver func(context.Context) (Answer, error)) {
+	marked := make(chan struct{})
+	go func() { // beside the delivery: the mark is needed 5 s from now
+		defer close(marked)
+		storeRecord(store, storeKey, record{State: "delivering", At: time.Now()})
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), deliveryTimeout)
+	f.answer, f.err = deliver(ctx)
+	cancel()
+	if f.err != nil {
+		// Before WeChat hears of the failure: its next delivery, on any
+		// instance, must find nothing and deliver again.
+		<-marked
+		deleteRecord(store, storeKey)
+	}
+	d.mu.Lock()
+	delete(d.inflight, id)
+	if f.err == nil {
+		d.rememberLocked(id, f.answer)
+	}
+	d.mu.Unlock()
+	close(f.done)
+	<-marked
+	if f.err == nil {
+		storeRecord(store, storeKey, record{State: "answered", At: time.Now(), Answer: f.answer})
+	}
+	d.sweep(store, receiverID)
+}
+
+// waitElsewhere waits for the answer another instance is getting.
+func (d *Deliveries) waitElsewhere(ctx context.Context, store Storage, storeKey, id string) (Answer, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, elsewhereWait)
+	defer cancel()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return Answer{}, true, ErrDeliveringElsewhere
+		case <-tick.C:
+		}
+		if rec, ok := loadRecord(ctx, store, storeKey); ok && rec.State == "answered" {
+			d.remember(id, rec.Answer)
+			return rec.Answer, true, nil
+		} else if !ok {
+			return Answer{}, true, ErrDeliveringElsewhere // it failed there: WeChat's next delivery
+		}
+	}
+}
+
+func (d *Deliveries) remember(id string, a Answer) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.rememberLocked(id, a)
+}
+
+// rememberLocked keeps an answer for answerKept and forgets expired ones:
+// memory holds what answerKept brings, not more.
+func (d *Deliveries) rememberLocked(id string, a Answer) {
+	now := time.Now()
+	for len(d.expiry) > 0 && now.After(d.expiry[0].until) {
+		if cur, ok := d.answered[d.expiry[0].key]; ok && !now.Before(cur.until) {
+			delete(d.answered, d.expiry[0].key)
+		}
+		d.expiry = d.expiry[1:]
+	}
+	until := now.Add(answerKept)
+	d.answered[id] = answered{answer: a, until: until}
+	d.expiry = append(d.expiry, expiring{id, until})
+}
+
+func loadRecord(ctx context.Context, store Storage, key string) (record, bool) {
+	if store == nil {
+		return record{}, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	data, err := store.Load(ctx, key)
+	if err != nil {
+		return record{}, false // none, or the storage is out: deliver (once here at least)
+	}
+	var rec record
+	if json.Unmarshal(data, &rec) != nil {
+		return record{}, false
+	}
+	return rec, true
+}
+
+func storeRecord(store Storage, key string, rec record) {
+	if store == nil {
+		return
+	}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = store.Store(ctx, key, data) // a lost mark costs a duplicate at worst
+}
+
+func deleteRecord(store Storage, key string) {
+	if store == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := store.Delete(ctx, key); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		_ = err // the record says delivering; it is ignored after deliveryTimeout
+	}
+}
+
+// sweep removes a receiver's records older than recordsKept minutes, at
+// most once a minute.
+func (d *Deliveries) sweep(store Storage, receiverID string) {
+	if store == nil {
+		return
+	}
+	minute := time.Now().Unix() / 60
+	d.mu.Lock()
+	if d.swept[receiverID] == minute {
+		d.mu.Unlock()
+		return
+	}
+	d.swept[receiverID] = minute
+	d.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dirs, err := store.List(ctx, messagesPrefix(receiverID), false)
+	if err != nil {
+		return
+	}
+	for _, dir := range dirs {
+		m, err := strconv.ParseInt(dir[strings.LastIndexByte(dir, '/')+1:], 10, 64)
+		if err != nil || m >= minute-recordsKept {
+			continue
+		}
+		keys, err := store.List(ctx, dir, true)
+		if err != nil {
+			continue
+		}
+		for _, k := range keys {
+			_ = store.Delete(ctx, k)
+		}
+		_ = store.Delete(ctx, dir)
+	}
+}

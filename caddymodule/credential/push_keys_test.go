@@ -1,0 +1,152 @@
+package credential
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/caddy-wechat/caddy-wechat/emulator"
+)
+
+// The receivers against pushes built by the emulator, WeChat's stand-in.
+func TestMessageReceiverOpensWhatWeChatPushes(t *testing.T) {
+	const key = "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkj"
+	safe, err := NewMessageReceiver(OfficialAccount, "wxapp", "tok", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := NewMessageReceiver(OfficialAccount, "wxapp", "tok", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewMessageReceiver(WeComApp, "ww1", "tok", ""); err == nil {
+		t.Fatal("a WeCom receiver without a key")
+	}
+	msg := emulator.TextMessage("o1", "hello")
+	msg.ToUserName = "gh_1"
+	now := time.Now()
+	ts := strconv.FormatInt(now.Unix(), 10)
+	encrypted, err := emulator.SealMessage(key, msg.XML(), "wxapp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := url.Values{"timestamp": {ts}, "nonce": {"n"}, "encrypt_type": {"aes"},
+		"msg_signature": {emulator.WeChatSignature("tok", ts, "n", encrypted)}, "signature": {emulator.WeChatSignature("tok", ts, "n")}}
+	body := []byte("<xml><ToUserName><![CDATA[gh_1]]></ToUserName><Encrypt><![CDATA[" + encrypted + "]]></Encrypt></xml>")
+	p, err := safe.Open(q, body, now)
+	if err != nil || string(p.Plain) != string(msg.XML()) || !p.Encrypted || p.JSON {
+		t.Fatalf("safe mode: %q %+v %v", p.Plain, p, err)
+	}
+	if k, ct, err := safe.MessageKey(p); err != nil || k != "msg:"+strconv.FormatInt(msg.MsgID, 10) || ct != msg.CreateTime {
+		t.Fatalf("key %q %d %v", k, ct, err)
+	}
+	reasons := map[string]func() error{
+		RefusedStale: func() error { _, err := safe.Open(q, body, now.Add(6*time.Minute)); return err },
+		RefusedMode:  func() error { _, err := plain.Open(q, body, now); return err },
+		RefusedSignature: func() error {
+			bad := url.Values{}
+			for k, v := range q {
+				bad[k] = v
+			}
+			bad.Set("msg_signature", "0000")
+			_, err := safe.Open(bad, body, now)
+			return err
+		},
+		RefusedReceiver: func() error {
+			other, _ := NewMessageReceiver(OfficialAccount, "wxother", "tok", key)
+			_, err := other.Open(q, body, now)
+			return err
+		},
+	}
+	for want, f := range reasons {
+		var r *Refusal
+		if err := f(); !errors.As(err, &r) || r.Reason != want {
+			t.Errorf("%s: %v", want, err)
+		}
+	}
+	// The reply is sealed for the receiver, as WeChat opens it.
+	sealed, err := safe.Seal(p, []byte("<xml>reply</xml>"), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env struct {
+		Encrypt string `xml:"Encrypt"`
+	}
+	if err := xmlUnmarshal(sealed, &env); err != nil {
+		t.Fatal(err)
+	}
+	if got, receiver, err := emulator.OpenSealed(key, env.Encrypt); err != nil || string(got) != "<xml>reply</xml>" || receiver != "wxapp" {
+		t.Fatalf("sealed reply: %q %q %v", got, receiver, err)
+	}
+	// Events are told apart by sender, time and event; WeCom's by agent too.
+	wecom, _ := NewMessageReceiver(WeComApp, "ww1", "tok", key)
+	ev := Push{Plain: []byte("<xml><FromUserName>u</FromUserName><CreateTime>7</CreateTime><Event>click</Event><AgentID>100</AgentID></xml>")}
+	if k, _, _ := wecom.MessageKey(ev); k != "event:u|7|click|100" {
+		t.Fatalf("WeCom event key %q", k)
+	}
+}
+
+// A message is delivered once: a repeat while it is in flight waits for
+// it, a repeat after gets the same answer, also through another instance
+// (another Deliveries) on the same storage; a failure keeps nothing.
+func TestDeliveriesDeliverOnce(t *testing.T) {
+	store := newMemStorage()
+	a, b := NewDeliveries(), NewDeliveries()
+	release, entered := make(chan struct{}), make(chan struct{})
+	calls := 0
+	deliver := func(ctx context.Context) (Answer, error) {
+		calls++
+		close(entered)
+		<-release
+		return Answer{Body: []byte("reply")}, nil
+	}
+	done := make(chan Answer, 2)
+	send := func() {
+		ans, _, err := a.Deliver(context.Background(), store, "wxapp", 60, "msg:1", deliver)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- ans
+	}
+	go send()
+	<-entered // the first delivery is in flight: the repeat comes now
+	go send()
+	close(release)
+	for range 2 {
+		if ans := <-done; string(ans.Body) != "reply" {
+			t.Fatalf("answer %q", ans.Body)
+		}
+	}
+	if calls != 1 {
+		t.Fatalf("%d deliveries", calls)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if rec, ok := loadRecord(context.Background(), store, messageKey("wxapp", 1, "msg:1")); ok && rec.State == "answered" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the answer was never stored for the fleet")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", 60, "msg:1", func(context.Context) (Answer, error) {
+		t.Error("delivered again through another instance")
+		return Answer{}, nil
+	})
+	if err != nil || !repeat || string(ans.Body) != "reply" {
+		t.Fatalf("through another instance: %q %v %v", ans.Body, repeat, err)
+	}
+	// A failure keeps nothing: the next delivery delivers.
+	fails := 0
+	failing := func(context.Context) (Answer, error) { fails++; return Answer{}, errors.New("the app is down") }
+	if _, _, err := a.Deliver(context.Background(), store, "wxapp", 60, "msg:2", failing); err == nil {
+		t.Fatal("a failed delivery answered")
+	}
+	if _, _, err := a.Deliver(context.Background(), store, "wxapp", 60, "msg:2", failing); err == nil || fails != 2 {
+		t.Fatalf("after a failure: %d deliveries, %v", fails, err)
+	}
+}
