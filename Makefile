@@ -17,9 +17,9 @@ build:
 	go build -o bin/caddy ./cmd/caddy
 	go build -o bin/wechat-emulator ./cmd/wechat-emulator
 
-# What the tests need beyond Go: redis-server (the Redis fleet test), wrk
-# and nginx (the benchmark's smoke run), promtool (the alert rules).
-# Installed with apt-get as root.
+# What the tests need beyond Go: redis-server (the Redis fleet test and the
+# benchmark's platform scenario), wrk and nginx (the benchmark's smoke run),
+# promtool (the alert rules). Installed with apt-get as root.
 deps:
 	./scripts/need.sh redis-server:redis-server wrk:wrk nginx:nginx-light promtool:prometheus node:nodejs npm:npm
 
@@ -62,7 +62,7 @@ fuzz:
 soak:
 	WECHAT_SOAK=10m go test -race -count=1 -run '^TestSoak' -v -timeout 45m ./tests
 
-# The full benchmark: about 10 minutes; results in bench/out/latest.md.
+# The full benchmark: about 14 minutes; results in bench/out/latest.md.
 bench:
 	./bench/run.sh
 

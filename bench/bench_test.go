@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -115,5 +116,93 @@ func TestParseWrkReport(t *testing.T) {
 	}
 	if res.requests != 1000 || res.rps() != 500 || res.p50 != 150*time.Microsecond || res.p99 != 900*time.Microsecond || res.errors != 3 {
 		t.Fatalf("parsed %+v", res)
+	}
+}
+
+func TestCommandStats(t *testing.T) {
+	info := "# Commandstats\r\n" +
+		"cmdstat_get:calls=12,usec=40,usec_per_call=3.33,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_info:calls=7,usec=900,usec_per_call=128.57,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_client|setinfo:calls=2,usec=3,usec_per_call=1.50,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_evalsha:calls=3,usec=30,usec_per_call=10.00,rejected_calls=0,failed_calls=0\r\n"
+	before, err := parseCommandStats(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before["info"] != 0 || before.total() != 17 {
+		t.Fatalf("the benchmark's own INFO counted, or a command missed: %v", before)
+	}
+	after, err := parseCommandStats(strings.ReplaceAll(info, "cmdstat_get:calls=12", "cmdstat_get:calls=20") + "cmdstat_set:calls=1,usec=1\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := after.since(before)
+	if d.total() != 9 || d.text() != "get 8, set 1" {
+		t.Fatalf("since: %v %q", d, d.text())
+	}
+	if (commandCounts{}).text() != "none" {
+		t.Fatal("no command")
+	}
+	if _, err := parseCommandStats("cmdstat_get:usec=1\r\n"); err == nil {
+		t.Fatal("a line without calls was read")
+	}
+}
+
+func TestReadReply(t *testing.T) {
+	for _, c := range []struct{ in, want, err string }{
+		{"+PONG\r\n", "PONG", ""},
+		{":42\r\n", "42", ""},
+		{"$5\r\nab\r\nc\r\n", "ab\r\nc", ""},
+		{"-ERR unknown command\r\n", "", "ERR unknown command"},
+		{"*1\r\n", "", "unexpected reply"},
+	} {
+		got, err := readReply(bufio.NewReader(strings.NewReader(c.in)))
+		if got != c.want || (c.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("readReply(%q) = %q, %v; want %q, %q", c.in, got, err, c.want, c.err)
+		}
+	}
+}
+
+// The platform scenario's verdict: what it fails on, and only that.
+func TestPlatformFailures(t *testing.T) {
+	p := platformParams{accounts: 2000, used: 200, probed: 100}
+	good := &platformRun{params: p, firstUse: platformSpan{authorizerCalls: 200}, use: window{requests: 200}, probe: window{requests: 100},
+		inUse: platformSpan{authorizerCalls: 150}, idle: platformSpan{length: 10 * time.Second, componentCalls: 2}}
+	if errs := good.failures(); len(errs) != 0 {
+		t.Fatalf("a good run failed: %v", errs)
+	}
+	for name, spoil := range map[string]func(r *platformRun){
+		"a failed first request":       func(r *platformRun) { r.use.failed = 1 },
+		"a failed request once idle":   func(r *platformRun) { r.probe.failed = 1 },
+		"a fetch during the import":    func(r *platformRun) { r.imported.authorizerCalls = 1 },
+		"two fetches for one account":  func(r *platformRun) { r.firstUse.authorizerCalls = 201 },
+		"an account not fetched":       func(r *platformRun) { r.firstUse.authorizerCalls = 199 },
+		"a renewal in the idle window": func(r *platformRun) { r.idle.authorizerCalls = 1 },
+	} {
+		r := *good
+		spoil(&r)
+		if errs := r.failures(); len(errs) != 1 {
+			t.Errorf("%s: %v", name, errs)
+		}
+	}
+	if !strings.Contains(good.markdown(), "| idle | 10.0 | 0 |") {
+		t.Fatalf("markdown:\n%s", good.markdown())
+	}
+}
+
+func TestOnlyPicksScenarios(t *testing.T) {
+	all := options{scenarios: true}
+	if !all.runs("platform") || !all.compares() {
+		t.Fatal("no -only: everything runs")
+	}
+	one := options{scenarios: true, only: []string{"platform"}}
+	if !one.runs("platform") || one.runs("jssdk") || one.compares() {
+		t.Fatal("-only platform")
+	}
+	if got := neededTools(one); strings.Join(got, " ") != "go redis-server" {
+		t.Fatalf("-only platform needs %v", got)
+	}
+	if (options{scenarios: false}).runs("platform") {
+		t.Fatal("-scenarios=false runs a scenario")
 	}
 }

@@ -3,10 +3,11 @@
 // with wechat_token, and nginx appending a fixed token. Contenders are
 // alternated within every round (A B C D, then B C D A ...) so that drift on
 // a shared machine falls on all of them alike. Then come the scenarios of
-// the token's life under load (revocation, large downloads, renewal).
+// the token's life under load (revocation, large downloads, renewal), and
+// a third-party platform of 100,000 accounts.
 //
-// Run it from the repository with ./bench/run.sh (which installs wrk and
-// nginx where it can); see bench/README.md.
+// Run it from the repository with ./bench/run.sh (which installs wrk, nginx
+// and redis-server where it can); see bench/README.md.
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -36,7 +38,18 @@ type options struct {
 	keep         bool
 	pin          bool
 	scenarioLoad time.Duration
+	// only names the scenarios to run, without the comparison; nil: all.
+	only []string
 }
+
+// runs says whether the scenario named is to run.
+func (o options) runs(scenario string) bool {
+	return o.scenarios && (len(o.only) == 0 || slices.Contains(o.only, scenario))
+}
+
+// compares says whether the side-by-side comparison is to run: not when
+// -only picked scenarios.
+func (o options) compares() bool { return len(o.only) == 0 }
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "upstream" {
@@ -66,16 +79,17 @@ func main() {
 
 func parseFlags() (options, error) {
 	var o options
-	var conc string
+	var conc, only string
 	flag.StringVar(&o.repo, "repo", "..", "the repository's root, whose cmd/caddy and cmd/wechat-emulator are built")
 	flag.StringVar(&o.out, "out", "out/latest.md", "where the results table is written (Markdown)")
 	flag.IntVar(&o.rounds, "rounds", 5, "rounds of every contender at every workload and concurrency")
 	flag.DurationVar(&o.duration, "duration", 3*time.Second, "length of one trial")
 	flag.StringVar(&conc, "c", "1,16,64,256", "concurrencies (connections), comma-separated")
-	flag.BoolVar(&o.scenarios, "scenarios", true, "run the scenarios (revocation, downloads, renewal) after the comparison")
+	flag.BoolVar(&o.scenarios, "scenarios", true, "run the scenarios (revocation, downloads, uploads, renewal, JS-SDK, platform) after the comparison")
 	flag.BoolVar(&o.smoke, "smoke", false, "a short run that proves the benchmark works (CI): 1 round of 1 s at 1 and 16 connections, short scenarios; fails on any failed request, never on timings")
 	flag.BoolVar(&o.pin, "pin", true, "put the proxies on CPUs of their own (the upper half), the load generator and upstream on the rest, so that where the scheduler puts them does not decide the result")
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (configs, logs) after the run")
+	flag.StringVar(&only, "only", "", "run only these scenarios, comma-separated, without the comparison: "+strings.Join(scenarioNames, ", "))
 	flag.Parse()
 	if o.smoke {
 		o.rounds, o.duration, conc = 1, time.Second, "1,16"
@@ -90,6 +104,16 @@ func parseFlags() (options, error) {
 			return o, fmt.Errorf("-c: %q is not a positive number", s)
 		}
 		o.concurrency = append(o.concurrency, n)
+	}
+	if only != "" {
+		o.scenarios = true
+		for _, name := range strings.Split(only, ",") {
+			name = strings.TrimSpace(name)
+			if !slices.Contains(scenarioNames, name) {
+				return o, fmt.Errorf("-only: %q is none of %s", name, strings.Join(scenarioNames, ", "))
+			}
+			o.only = append(o.only, name)
+		}
 	}
 	if o.rounds < 1 || o.duration < time.Second {
 		return o, errors.New("-rounds must be at least 1 and -duration at least 1s")
@@ -116,9 +140,9 @@ func build(ctx context.Context, repo, dir string) (binaries, error) {
 }
 
 func runBench(ctx context.Context, o options) error {
-	for _, tool := range []string{"wrk", "nginx", "go"} {
+	for _, tool := range neededTools(o) {
 		if _, err := lookPath(tool); err != nil {
-			return fmt.Errorf("%s is needed: run ./bench/run.sh, which installs wrk and nginx with apt-get, or install them yourself", tool)
+			return fmt.Errorf("%s is needed: run ./bench/run.sh, which installs wrk, nginx and redis-server with apt-get, or install them yourself", tool)
 		}
 	}
 	dir, err := os.MkdirTemp("", "caddy-wechat-bench-")
@@ -138,11 +162,11 @@ func runBench(ctx context.Context, o options) error {
 	rep := &report{opts: o, started: time.Now()}
 	rep.describeMachine(ctx, bins.caddy)
 
-	cmp, err := compare(ctx, o, dir, bins)
-	if err != nil {
-		return err
+	if o.compares() {
+		if rep.comparison, err = compare(ctx, o, dir, bins); err != nil {
+			return err
+		}
 	}
-	rep.comparison = cmp
 	if o.scenarios {
 		if rep.scenarios, err = runScenarios(ctx, o, dir, bins); err != nil {
 			return err
@@ -161,6 +185,21 @@ func runBench(ctx context.Context, o options) error {
 		return rep.functionalFailures()
 	}
 	return nil
+}
+
+// neededTools are the programs the run needs beyond what it builds.
+func neededTools(o options) []string {
+	tools := []string{"go"}
+	if o.compares() || o.runs("jssdk") {
+		tools = append(tools, "wrk")
+	}
+	if o.compares() {
+		tools = append(tools, "nginx")
+	}
+	if o.runs("platform") {
+		tools = append(tools, "redis-server")
+	}
+	return tools
 }
 
 // compare starts the upstream and the three proxies and runs every

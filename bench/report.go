@@ -121,7 +121,7 @@ func (r *report) describeMachine(ctx context.Context, caddyBin string) {
 	} else {
 		r.machine = append(r.machine, fmt.Sprintf("%d CPUs shared by all (not pinned)", runtime.NumCPU()))
 	}
-	for _, probe := range [][]string{{caddyBin, "version"}, {"wrk", "-v"}, {"nginx", "-v"}} {
+	for _, probe := range [][]string{{caddyBin, "version"}, {"wrk", "-v"}, {"nginx", "-v"}, {"redis-server", "--version"}} {
 		bin, err := lookPath(probe[0])
 		if err != nil {
 			continue
@@ -142,15 +142,32 @@ func (r *report) markdown() string {
 	if r.opts.smoke {
 		mode = "smoke run (proves the benchmark works; its timings mean little)"
 	}
+	if len(r.opts.only) > 0 {
+		mode = fmt.Sprintf("the scenario(s) %s only, no comparison", strings.Join(r.opts.only, ", "))
+		if r.opts.smoke {
+			mode += "; smoke run (its timings mean little)"
+		}
+	}
 	fmt.Fprintf(&b, "Run of %s: %s.\n\n", r.started.UTC().Format("2006-01-02 15:04 MST"), mode)
 	for _, m := range r.machine {
 		fmt.Fprintf(&b, "- %s\n", m)
 	}
+	if r.comparison != nil {
+		r.comparisonMarkdown(&b)
+	}
+	if r.scenarios != nil {
+		b.WriteString(r.scenarios.markdown())
+	}
+	return b.String()
+}
+
+// comparisonMarkdown is the tables of the side-by-side comparison.
+func (r *report) comparisonMarkdown(b *strings.Builder) {
 	cells, workloads, concs := r.comparison.cells()
 	contenders := []string{direct, reverseProxy, wechatToken, nginxFixed}
 
 	b.WriteString("\n### Targets: wechat_token against reverse_proxy alone\n\n")
-	fmt.Fprintf(&b, "Median over rounds of each round's ratio, with the lowest and highest round in brackets. Targets: throughput ≥ %.2f×, p99 ≤ %.2f×.\n\n", minThroughputRatio, maxP99Ratio)
+	fmt.Fprintf(b, "Median over rounds of each round's ratio, with the lowest and highest round in brackets. Targets: throughput ≥ %.2f×, p99 ≤ %.2f×.\n\n", minThroughputRatio, maxP99Ratio)
 	b.WriteString("| workload | connections | throughput ratio | p99 ratio | CPU/request ratio | wechat_token ÷ nginx | reverse_proxy ÷ nginx |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|\n")
 	rps := func(t trial) float64 { return t.rps }
@@ -165,7 +182,7 @@ func (r *report) markdown() string {
 			tr, pr := pairedRatio(wt, rp, rps), pairedRatio(wt, rp, p99)
 			trLo, trHi := pairedRange(wt, rp, rps)
 			prLo, prHi := pairedRange(wt, rp, p99)
-			fmt.Fprintf(&b, "| %s | %d | %.3f %s (%.2f–%.2f) | %.3f %s (%.2f–%.2f) | %.3f | %.2f | %.2f |\n", wl, conc,
+			fmt.Fprintf(b, "| %s | %d | %.3f %s (%.2f–%.2f) | %.3f %s (%.2f–%.2f) | %.3f | %.2f | %.2f |\n", wl, conc,
 				tr, mark(tr >= minThroughputRatio), trLo, trHi, pr, mark(pr <= maxP99Ratio), prLo, prHi,
 				pairedRatio(wt, rp, cpu), pairedRatio(wt, ng, rps), pairedRatio(rp, ng, rps))
 		}
@@ -189,7 +206,7 @@ func (r *report) markdown() string {
 					rssText = fmt.Sprintf("%.1f", float64(c.peak)/(1<<20))
 					lifePeak = lifePeak || c.peakIsLife
 				}
-				fmt.Fprintf(&b, "| %s | %d | %s | %.0f | %.2f | %.2f | %s | %s | %d |\n",
+				fmt.Fprintf(b, "| %s | %d | %s | %.0f | %.2f | %.2f | %s | %s | %d |\n",
 					wl, conc, name, median(c.rps), median(c.p50), median(c.p99), cpuText, rssText, c.errors)
 			}
 		}
@@ -197,10 +214,6 @@ func (r *report) markdown() string {
 	if lifePeak {
 		b.WriteString("\nThe kernel refused to reset peak RSS between trials: peaks cover each proxy's whole life.\n")
 	}
-	if r.scenarios != nil {
-		b.WriteString(r.scenarios.markdown())
-	}
-	return b.String()
 }
 
 func mark(ok bool) string {
@@ -215,7 +228,11 @@ func mark(ok bool) string {
 // speed.
 func (r *report) functionalFailures() error {
 	var errs []error
-	for _, t := range r.comparison.trials {
+	var trials []trial
+	if r.comparison != nil {
+		trials = r.comparison.trials
+	}
+	for _, t := range trials {
 		if t.errors > 0 {
 			errs = append(errs, fmt.Errorf("%s through %s at %d connections: %d failed requests", t.workload, t.contender, t.conc, t.errors))
 		}

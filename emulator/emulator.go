@@ -803,10 +803,12 @@ func (p *patternReader) Read(b []byte) (int, error) {
 // Echo is the success answer of any API path the emulator does not model:
 // what it received, for tests to compare with what the client sent.
 type Echo struct {
-	Errcode      int    `json:"errcode"`
-	Errmsg       string `json:"errmsg"`
-	Method       string `json:"method"`
-	Path         string `json:"path"`
+	Errcode int    `json:"errcode"`
+	Errmsg  string `json:"errmsg"`
+	Method  string `json:"method"`
+	Path    string `json:"path"`
+	// RawPath is the path as it arrived, escapes and all.
+	RawPath      string `json:"raw_path"`
 	Query        string `json:"query"` // the raw query minus access_token
 	TokenParams  int    `json:"access_token_params"`
 	AppID        string `json:"appid"` // the app the token belongs to
@@ -853,7 +855,7 @@ func (s *Server) serveEcho(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	writeJSON(w, jsonType, Echo{
-		Errmsg: "ok", AppID: appID, ComponentAppID: componentAppID, Method: r.Method, Path: r.URL.Path, Query: strings.Join(kept, "&"),
+		Errmsg: "ok", AppID: appID, ComponentAppID: componentAppID, Method: r.Method, Path: r.URL.Path, RawPath: r.URL.EscapedPath(), Query: strings.Join(kept, "&"),
 		TokenParams: params, ContentType: r.Header.Get("Content-Type"),
 		BodyBytes: int(n), BodySHA256: hex.EncodeToString(h.Sum(nil)),
 		ChunkedInput: slices.Contains(r.TransferEncoding, "chunked"),
@@ -916,6 +918,8 @@ func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
 		s.serveMessageControl(w, r)
 	case "/_emulator/component_push":
 		s.serveComponentPush(w, r)
+	case "/_emulator/import_authorizers":
+		s.serveImportAuthorizers(w, r)
 	default:
 		http.NotFound(w, r)
 	}

@@ -248,6 +248,68 @@ func (s *Server) ImportAuthorizers(componentAppID string, appIDs []string) map[s
 	return out
 }
 
+// Limits of POST /_emulator/import_authorizers: at most this many
+// accounts per call (100,000 answer about 12 MB of JSON), named by a
+// prefix short enough to leave room for the index within the 64
+// characters a proxy accepts as an appid.
+const (
+	maxImportCount  = 1_000_000
+	maxImportPrefix = 40
+)
+
+// importedAuthorizer is one account of import_authorizers' answer, in the
+// shape a proxy's import takes (the caddy-wechat admin API's
+// POST /wechat_token/components/{name}/authorizers), so that a benchmark
+// can hand the answer on as it is.
+type importedAuthorizer struct {
+	AppID        string `json:"authorizer_appid"`
+	RefreshToken string `json:"authorizer_refresh_token"`
+}
+
+// serveImportAuthorizers is POST /_emulator/import_authorizers?appid=&count=
+// [&prefix=]: ImportAuthorizers for count accounts named prefix and an
+// index, zero-padded so that appids are 18 characters long as WeChat's
+// are (when the prefix leaves room), answered in index order. It lets
+// a test outside Go (the benchmark) set up a platform of 100,000 accounts
+// at once.
+func (s *Server) serveImportAuthorizers(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "POST only", http.StatusMethodNotAllowed)
+		return
+	}
+	q := r.URL.Query()
+	component, prefix := q.Get("appid"), q.Get("prefix")
+	if prefix == "" {
+		prefix = "wxacct"
+	}
+	s.mu.Lock()
+	_, known := s.cfg.Components[component]
+	s.mu.Unlock()
+	count, err := strconv.Atoi(q.Get("count"))
+	switch {
+	case !known:
+		http.Error(w, fmt.Sprintf("import_authorizers: unknown component %q", component), http.StatusBadRequest)
+		return
+	case err != nil || count < 1 || count > maxImportCount:
+		http.Error(w, fmt.Sprintf("import_authorizers: count must be 1 to %d", maxImportCount), http.StatusBadRequest)
+		return
+	case len(prefix) > maxImportPrefix || strings.Trim(prefix, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != "":
+		http.Error(w, fmt.Sprintf("import_authorizers: prefix must be at most %d letters, digits, '_' or '-'", maxImportPrefix), http.StatusBadRequest)
+		return
+	}
+	width := max(18-len(prefix), len(strconv.Itoa(count-1)))
+	ids := make([]string, count)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%s%0*d", prefix, width, i)
+	}
+	tokens := s.ImportAuthorizers(component, ids)
+	out := make([]importedAuthorizer, len(ids))
+	for i, id := range ids {
+		out[i] = importedAuthorizer{AppID: id, RefreshToken: tokens[id]}
+	}
+	writeJSON(w, "application/json", out)
+}
+
 // RefreshToken is the account's current refresh token for the platform,
 // "" if it has not authorized the platform or withdrew: what a proxy that
 // keeps rotated tokens must hold.
