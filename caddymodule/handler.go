@@ -7,6 +7,7 @@
 package caddymodule
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -79,6 +81,7 @@ type Handler struct {
 	tokenKey    string // the query parameter the credential goes in
 	appID       string // expanded, for the AppSecret calls
 	secret      string
+	apiBase     string   // where the AppSecret calls go
 	passthrough []string // canonical prefixes
 	retryOn     []int64
 	logger      *zap.Logger
@@ -112,7 +115,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.source, h.tokenKey = res.source, res.kind.Param
-	h.appID, h.secret = res.spec.ID, res.spec.Secret
+	h.appID, h.secret, h.apiBase = res.spec.ID, res.spec.Secret, res.spec.APIBase
 	h.secretCalls = h.AppSecretCalls != "passthrough" && res.kind.SecretCalls
 	h.retryOn = h.RetryOn
 	if h.retryOn == nil {
@@ -178,7 +181,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case wxhttp.Passthrough:
 		return h.forward(w, r, next, "") // the client's own (user) token, untouched
 	case wxhttp.AppSecret:
-		return h.forwardWithSecret(w, r, next)
+		return h.forwardWithSecret(w, r)
 	}
 	m, err := h.source.get(r.Context(), name)
 	if errors.Is(err, credential.ErrUnknownAuthorizer) {
@@ -215,7 +218,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	r.URL.RawQuery = wxhttp.WithToken(stripped, h.tokenParam(tok.Value))
 
 	if body != nil && !body.Replayable() {
-		return h.forward(w, r, next, tok.Value) // stream, no retry
+		return h.forwardUnreplayable(w, r, next, m, tok)
 	}
 
 	headers := w.Header().Clone()
@@ -283,16 +286,49 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return err
 }
 
-// forwardWithSecret passes on a call WeChat authenticates with the
-// AppSecret, the app's appid and secret in its query. The answer (a
-// user's session_key or OAuth token) streams back as it is, never read or
-// logged, and a WeChat error in it refreshes nothing: it is about the
-// code, not a token.
-func (h *Handler) forwardWithSecret(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	clientQuery := r.URL.RawQuery
-	defer func() { r.URL.RawQuery = clientQuery }() // later handlers and logs see the client's
-	r.URL.RawQuery = wxhttp.WithAppSecret(clientQuery, h.appID, h.secret)
-	return h.forward(w, r, next, h.secret)
+// forwardUnreplayable streams a request whose body could not be held for
+// replay. WeChat's answer goes to the client as it is; if it rejects the
+// token, the token is still refreshed (same single flight and budgets),
+// beside the answer, so that the next request carries the new one.
+func (h *Handler) forwardUnreplayable(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, m Credential, tok token.Token) error {
+	sniff := &headSniffer{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+	err := h.forward(sniff, r, next, tok.Value)
+	if code, ok := wxhttp.Errcode(sniff.head.Bytes()); ok && slices.Contains(h.retryOn, code) {
+		m.NoteRetry(token.RetryNotRetried)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Minute)
+			defer cancel()
+			if _, err := m.Refresh(ctx, token.Rejection{Token: tok, Source: token.FromProxy}); err != nil {
+				h.logger.Debug("token rejected on a request that could not be replayed; no new token", zap.Error(err))
+			}
+		}()
+	}
+	return err
+}
+
+// headSniffer keeps the first bytes of a small answer that looks like
+// JSON, for its errcode, while it streams on to the client.
+type headSniffer struct {
+	*caddyhttp.ResponseWriterWrapper
+	head    bytes.Buffer
+	decided bool
+	keep    bool
+}
+
+func (s *headSniffer) Write(p []byte) (int, error) {
+	if !s.decided && len(bytes.TrimLeft(p, " \t\r\n")) > 0 {
+		s.decided = true
+		s.keep = bytes.TrimLeft(p, " \t\r\n")[0] == '{'
+	}
+	if s.keep && s.head.Len() < inspectLimit {
+		s.head.Write(p[:min(len(p), inspectLimit-s.head.Len())])
+	}
+	return s.ResponseWriterWrapper.Write(p)
+}
+
+// ReadFrom copies through Write, so that nothing passes unsniffed.
+func (s *headSniffer) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(struct{ io.Writer }{s}, r)
 }
 
 // tokenParam returns the query parameter for tok, escaped once per token
@@ -326,58 +362,6 @@ func withOwnVars(r *http.Request) *http.Request {
 		return r
 	}
 	return r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, maps.Clone(vars)))
-}
-
-// holdBody holds the request body for replay (see package replay): nil
-// when there is no body. A body that is not held is set up to stream on
-// whole, and the request is not retried.
-func (h *Handler) holdBody(r *http.Request) (*replay.Body, error) {
-	// A server request with no body may still carry a wrapped empty Body
-	// (Caddy wraps it); ContentLength 0 is what says there is nothing to
-	// read, -1 being a body of unknown length.
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return nil, nil
-	}
-	body, err := h.replay.Hold(r.Body, r.ContentLength, h.MaxReplayBody)
-	if err != nil {
-		return nil, err
-	}
-	if !body.Replayable() {
-		h.logger.Debug("request body not held for replay; it streams and is not retried",
-			zap.String("reason", string(body.Reason())), zap.String("path", r.URL.Path))
-		r.Body = struct {
-			io.Reader
-			io.Closer
-		}{body.Reader(), r.Body}
-		return body, nil
-	}
-	if mem, ok := body.InMemory(); ok && isForm(r) {
-		// A token in a form body would be a second one beside ours. (A form
-		// too large for memory is sent as it came.)
-		if stripped := wxhttp.StripToken(string(mem)); len(stripped) != len(mem) {
-			body.SetInMemory([]byte(stripped))
-		}
-	}
-	// A chunked upload now has a known length; WeChat prefers that.
-	r.ContentLength = body.Size()
-	r.TransferEncoding = nil
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(body.Reader()), nil }
-	rewindBody(r, body)
-	return body, nil
-}
-
-// isForm reports whether the request body is URL-encoded form data.
-func isForm(r *http.Request) bool {
-	mediaType, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
-	return strings.EqualFold(strings.TrimSpace(mediaType), "application/x-www-form-urlencoded")
-}
-
-// rewindBody sets r.Body to read a held body from its start.
-func rewindBody(r *http.Request, body *replay.Body) {
-	if body == nil {
-		return // no body at all: leave http.NoBody as it is
-	}
-	r.Body = io.NopCloser(body.Reader())
 }
 
 // Interface guards

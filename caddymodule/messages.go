@@ -199,15 +199,14 @@ func (m *Messages) appReceiver() (*credential.MessageReceiver, error) {
 func (m *Messages) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	account := m.receiver.ID
 	if m.perAccount {
-		id, rest, found := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-		if !credential.ValidAppID(id) {
+		if !strings.Contains(strings.TrimPrefix(r.URL.Path, "/"), "/") {
+			r.URL.Path += "/" // /$APPID$ itself
+		}
+		id, _, err := cutAccount(r)
+		if err != nil {
 			return writeWeChatError(w, http.StatusNotFound, "wechat_token: the path must start with the account's appid: /<authorizer_appid>/...")
 		}
 		account = id
-		r.URL.Path, r.URL.RawPath = "/"+rest, ""
-		if !found {
-			r.URL.Path = "/"
-		}
 	}
 	now := time.Now()
 	switch r.Method {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/credential"
@@ -48,13 +49,28 @@ type accountSource struct{ platform *credential.Platform }
 
 var errNoAccountInPath = errors.New("wechat_token: the path must start with the authorizer's appid: /<authorizer_appid>/<API path>")
 
+// locate cuts the account's segment from the path as it arrived (escaped),
+// so that the rest goes on byte for byte: /wxA/x/a%2Fb goes on as
+// /x/a%2Fb, not /x/a/b.
 func (accountSource) locate(r *http.Request) (string, error) {
-	appID, rest, found := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	appID, _, err := cutAccount(r)
+	return appID, err
+}
+
+// cutAccount takes the first segment of r's escaped path, an appid, off
+// the path, leaving the rest as it arrived.
+func cutAccount(r *http.Request) (appID, path string, err error) {
+	appID, escaped, found := strings.Cut(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/")
 	if !found || !credential.ValidAppID(appID) {
-		return "", errNoAccountInPath
+		return "", "", errNoAccountInPath
 	}
-	r.URL.Path, r.URL.RawPath = "/"+rest, ""
-	return appID, nil
+	escaped = "/" + escaped
+	decoded, err := url.PathUnescape(escaped)
+	if err != nil {
+		return "", "", errNoAccountInPath
+	}
+	r.URL.Path, r.URL.RawPath = decoded, escaped
+	return appID, decoded, nil
 }
 
 func (s accountSource) get(ctx context.Context, appID string) (Credential, error) {

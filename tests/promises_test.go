@@ -45,9 +45,9 @@ func TestClientAcceptingGzipStillGetsTheRetry(t *testing.T) {
 	}
 }
 
-// passthrough: entries that are not paths, or that would open the token
-// endpoints, fail the load; under passthrough a rejected token is passed
-// on as it is, never retried.
+// Under passthrough a rejected token is passed on as it is, never
+// retried. (That bad entries fail the load is
+// TestBadPassthroughEntriesFailTheLoad.)
 func TestPassthroughIsNeverRetried(t *testing.T) {
 	w, c := startProxy(t, emulator.Config{}, "stable", "passthrough /sns/ /own/")
 	before := w.Stats()

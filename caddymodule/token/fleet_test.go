@@ -58,9 +58,15 @@ func (s *memStore) Lock(ctx context.Context, name string) error {
 	}
 }
 
+// Unlock releases a lock held, and fails for one not held, as Caddy's
+// storages do: a double unlock is an error, not a hang.
 func (s *memStore) Unlock(_ context.Context, name string) error {
-	<-s.lock(name)
-	return nil
+	select {
+	case <-s.lock(name):
+		return nil
+	default:
+		return fmt.Errorf("unlock %s: not locked", name)
+	}
 }
 
 func (s *memStore) Load(_ context.Context, key string) ([]byte, error) {
@@ -327,12 +333,27 @@ func TestHeldLockIsWaitedForBoundedTime(t *testing.T) {
 	}
 	core, logs := observer.New(zap.WarnLevel)
 	f := &fakeFetcher{answer: sequential(time.Hour)}
-	m := startManager(t, Classic, f, clock, sharing(store, zap.New(core)))
+	const wait = 300 * time.Millisecond
+	began := time.Now()
+	m := startManager(t, Classic, f, clock, func(o *Options) { sharing(store, zap.New(core))(o); o.LockWait = wait })
 	if tok := mustToken(t, m); tok.Value != "tok1" {
 		t.Fatalf("token %q", tok.Value)
 	}
-	if logs.FilterMessageSnippet("renewing alone").Len() != 1 {
-		t.Fatal("no warning about the lock")
+	// It waited for the holder, LockWait and no less (a lower bound: a
+	// busy machine only makes it longer), then renewed alone.
+	if waited := time.Since(began); waited < wait {
+		t.Fatalf("fetched %s after the start, before the holder's lock wait of %s ran out", waited, wait)
+	}
+	if f.count() != 1 || logs.FilterMessageSnippet("renewing alone").Len() != 1 {
+		t.Fatalf("%d fetches; warnings %v", f.count(), logs.All())
+	}
+	// The crashed holder's lock is still held; releasing a lock nobody
+	// holds is an error.
+	if err := store.Unlock(context.Background(), lockName); err != nil {
+		t.Fatalf("the crashed holder's lock: %v", err)
+	}
+	if err := store.Unlock(context.Background(), lockName); err == nil {
+		t.Fatal("a lock released twice")
 	}
 }
 

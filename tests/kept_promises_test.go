@@ -1,0 +1,111 @@
+package tests
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/caddy-wechat/caddy-wechat/emulator"
+)
+
+// Promises of the README and SECURITY.md that an earlier version did not
+// keep (the issue "Promises the code does not keep yet").
+
+// A rejection of a request that could not be replayed (a streamed upload)
+// is passed on, and still refreshes the token: the next request carries
+// the new one, with no wait for the next renewal.
+func TestStreamedRejectionStillRefreshes(t *testing.T) {
+	t.Parallel()
+	w := startWeChat(t, emulator.Config{})
+	c := startCaddy(t, w, w.tokenBlock("stable", "max_replay_body 1KiB"))
+	big := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB: streams
+	if a := post(t, c.url("/cgi-bin/media/uploadimg"), "application/octet-stream", big); a.Errcode != 0 {
+		t.Fatalf("before: %s", a.Raw)
+	}
+	w.Revoke(w.AppID)
+	before := w.Stats()
+	if a := post(t, c.url("/cgi-bin/media/uploadimg"), "application/octet-stream", big); a.Errcode != 40001 {
+		t.Fatalf("a streamed upload after a revocation: %s, want WeChat's 40001 as it came", a.Raw)
+	}
+	waitFor(t, "a new token after the streamed upload's rejection", func() bool { return w.Stats().Issued() > before.Issued() })
+	if a := post(t, c.url("/cgi-bin/media/uploadimg"), "application/octet-stream", big); a.Errcode != 0 || a.BodySHA256 != sha(big) {
+		t.Fatalf("the next upload: %s", a.Raw)
+	}
+	if n := w.Stats().Issued() - before.Issued(); n != 1 {
+		t.Fatalf("%d tokens after one rejection", n)
+	}
+}
+
+// The AppSecret reaches api_base's host and no other, whatever the
+// reverse_proxy after the handler points at.
+func TestAppSecretReachesOnlyAPIBase(t *testing.T) {
+	t.Parallel()
+	w := startWeChat(t, emulator.Config{})
+	var sawSecret, requests atomic.Int32
+	recorder := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		body, _ := io.ReadAll(r.Body)
+		if strings.Contains(r.URL.RawQuery+string(body), w.Secret) || strings.Contains(strings.ToLower(r.URL.RawQuery), "secret=") {
+			sawSecret.Add(1)
+		}
+		rw.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(rw, `{"errcode":0,"errmsg":"recorded"}`)
+	}))
+	t.Cleanup(recorder.Close)
+	site := fmt.Sprintf(`wechat_token {
+		app_id %s
+		app_secret {env.WX_IT_SECRET}
+		api_base %s
+	}
+	reverse_proxy %s`, w.AppID, w.URL, recorder.URL)
+	c := startCaddy(t, w, site)
+	status, body := rawGet(t, c.url("/sns/jscode2session?js_code="+w.LoginCode(w.AppID)+"&grant_type=authorization_code"))
+	if status != http.StatusOK || !strings.Contains(body, "session_key") {
+		t.Fatalf("login through the proxy: %d %s", status, body)
+	}
+	status, body = rawGet(t, c.url("/sns/oauth2/access_token?code="+w.LoginCode(w.AppID)+"&grant_type=authorization_code"))
+	if status != http.StatusOK || !strings.Contains(body, "access_token") {
+		t.Fatalf("OAuth exchange through the proxy: %d %s", status, body)
+	}
+	if n := sawSecret.Load(); n != 0 {
+		t.Fatalf("the next handler's upstream received the AppSecret %d times", n)
+	}
+	// Other calls still go through reverse_proxy.
+	if a := get(t, c.url("/cgi-bin/user/info?openid=o1")); a.Errmsg != "recorded" || requests.Load() != 1 {
+		t.Fatalf("an API call: %s (%d at the recorder)", a.Raw, requests.Load())
+	}
+}
+
+// authorizer path cuts the account's segment off the escaped path: the
+// rest goes on byte for byte.
+func TestAuthorizerPathForwardedByteForByte(t *testing.T) {
+	t.Parallel()
+	w := startPlatformWeChat(t)
+	c := readyPlatform(t, w, "")
+	authorize(t, w, c, "wxbytes000000001")
+	a := get(t, c.url("/authorizer/wxbytes000000001/cgi-bin/x/a%2Fb?openid=o1"))
+	if a.Errcode != 0 || a.RawPath != "/cgi-bin/x/a%2Fb" {
+		t.Fatalf("upstream path %q (raw %q), want /cgi-bin/x/a%%2Fb: %s", a.Path, a.RawPath, a.Raw)
+	}
+}
+
+// Passthrough entries that are not path prefixes, or that would open
+// WeChat's token endpoints, fail the load.
+func TestBadPassthroughEntriesFailTheLoad(t *testing.T) {
+	t.Parallel()
+	w, c := startProxy(t, emulator.Config{}, "stable")
+	for _, entry := range []string{"sns/", "/cgi-bin/", "/cgi-bin/token"} {
+		status, body := c.loadRaw(t, c.caddyfile(w.tokenBlock("stable", "passthrough "+entry)))
+		if status == http.StatusOK || !strings.Contains(body, "passthrough") {
+			t.Fatalf("passthrough %s loaded: %d %s", entry, status, body)
+		}
+	}
+	if a := get(t, c.url("/cgi-bin/get_api_domain_ip")); a.Errcode != 0 {
+		t.Fatalf("the running config after the refused loads: %s", a.Raw)
+	}
+}
