@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The demo: the WeChat API emulator on 127.0.0.1:9801 and Caddy with
-# wechat_token in front of it on 127.0.0.1:8080. Ctrl-C stops both.
+# The demo: the WeChat API emulator on 127.0.0.1:9801 and one Caddy on
+# 127.0.0.1:8080 configured for every credential family (an Official
+# Account and its Mini Program login, JS-SDK signing, a WeCom app, a
+# third-party platform with three authorized accounts, message push), then
+# a short tour to paste. Ctrl-C stops everything.
 #
 # Caddy keeps to itself: its storage and autosaved config live in a
 # temporary directory removed on exit, and its admin endpoint is on
@@ -10,15 +13,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEMO_DIR=$(mktemp -d "${TMPDIR:-/tmp}/caddy-wechat-demo.XXXXXX")
-DEMO_ADMIN=${DEMO_ADMIN:-127.0.0.1:2020}
-export DEMO_DIR DEMO_ADMIN
+export DEMO_DIR
+# shellcheck source=demo/env.sh
+. demo/env.sh
 export XDG_DATA_HOME="$DEMO_DIR/data" XDG_CONFIG_HOME="$DEMO_DIR/config"
-emulator=
+emulator= caddy=
 cleanup() {
+	[ -n "$caddy" ] && kill "$caddy" 2>/dev/null || true
 	[ -n "$emulator" ] && kill "$emulator" 2>/dev/null || true
+	wait 2>/dev/null || true
 	rm -rf "$DEMO_DIR"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # build OUTPUT PACKAGE, saying what it does: a cold build downloads and
 # compiles Caddy, which takes a minute or two and would otherwise be silent.
@@ -41,23 +48,35 @@ build bin/caddy ./cmd/caddy
 build bin/wechat-emulator ./cmd/wechat-emulator
 
 # Tokens live 2 minutes here, so renewals show in the log within minutes.
-bin/wechat-emulator -listen 127.0.0.1:9801 -ttl 2m -overlap 10s -stable-window 10s &
+bin/wechat-emulator -listen "$DEMO_EMULATOR_ADDR" -ttl 2m -overlap 10s -stable-window 10s \
+	-component "$WX_COMPONENT_APPID:$WX_COMPONENT_APPSECRET:$WX_COMPONENT_TOKEN:$WX_COMPONENT_AES_KEY" &
 emulator=$!
 
-# The emulator's demo app (see cmd/wechat-emulator).
-export WECHAT_APP_ID=wxd000000000000001
-export WECHAT_APP_SECRET=demo_app_secret_0123456789abcdef
+bin/caddy run --config demo/Caddyfile --adapter caddyfile &
+caddy=$!
+for _ in $(seq 1 100); do
+	curl -fsS -o /dev/null "http://$DEMO_ADMIN/config/" 2>/dev/null && break
+	kill -0 "$caddy" 2>/dev/null || { echo "caddy did not start"; exit 1; }
+	sleep 0.2
+done
+demo/setup.sh
 
-cat <<MSG
-
-Try, in another terminal:
-  curl 'http://127.0.0.1:8080/cgi-bin/user/info?openid=o1'        # token added for you
-  curl -X POST 'http://127.0.0.1:9801/_emulator/revoke?appid=$WECHAT_APP_ID'
-  curl 'http://127.0.0.1:8080/cgi-bin/user/info?openid=o1'        # still errcode 0: refreshed and retried
-  curl 'http://127.0.0.1:9801/_emulator/stats'                     # what WeChat saw
-  curl 'http://$DEMO_ADMIN/wechat_token/apps'                    # the token's health (never the token)
-  curl -X POST 'http://$DEMO_ADMIN/wechat_token/apps/$WECHAT_APP_ID/refresh?force=1'
-  curl 'http://$DEMO_ADMIN/metrics' | grep caddy_wechat
-
-MSG
-bin/caddy run --config demo/Caddyfile --adapter caddyfile
+# The tour, with the demo's addresses and credentials written out.
+{
+	echo
+	echo "The proxy is up. Try, in another terminal:"
+	while IFS= read -r line; do
+		case "$line" in
+		"## "*) printf '\n  # %s\n' "${line#\#\# }" ;;
+		'$ '*)
+			cmd=${line#\$ }
+			for var in DEMO_PROXY DEMO_EMULATOR DEMO_ADMIN WECHAT_APP_ID WECHAT_PUSH_TOKEN WECHAT_PUSH_AES_KEY; do
+				cmd=${cmd//\$$var/${!var}}
+			done
+			printf '  %s\n' "$cmd"
+			;;
+		esac
+	done <demo/tour.txt
+	echo
+} >&2
+wait "$caddy"
