@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -34,11 +35,15 @@ func (h *Handler) holdBody(r *http.Request) (*replay.Body, error) {
 		}{body.Reader(), r.Body}
 		return body, nil
 	}
-	if mem, ok := body.InMemory(); ok && isForm(r) {
-		// A token in a form body would be a second one beside ours. (A form
-		// too large for memory is sent as it came.)
-		if stripped := wxhttp.StripToken(string(mem)); len(stripped) != len(mem) {
-			body.SetInMemory([]byte(stripped))
+	if isForm(r) {
+		// A token in a form body would be a second one beside ours: it is
+		// removed whether the body is held in memory or in a file (a form
+		// over max_replay_body streams as it came, and is not retried).
+		if may, err := wxhttp.MayHoldToken(body.Reader()); err == nil && may {
+			if err := body.Rewrite(wxhttp.StripTokenStream); err != nil {
+				body.Close()
+				return nil, fmt.Errorf("strip the token from the form body: %w", err)
+			}
 		}
 	}
 	// A chunked upload now has a known length; WeChat prefers that.

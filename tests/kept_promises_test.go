@@ -109,3 +109,23 @@ func TestBadPassthroughEntriesFailTheLoad(t *testing.T) {
 		t.Fatalf("the running config after the refused loads: %s", a.Raw)
 	}
 }
+
+// A token in a form body is removed whether the body is held in memory or
+// in a temporary file (past replay_memory), up to max_replay_body; the
+// rest arrives byte for byte, and the request is still replayed.
+func TestFormTokenStrippedFromABodyInAFile(t *testing.T) {
+	t.Parallel()
+	w := startWeChat(t, emulator.Config{})
+	c := startCaddyWith(t, w, w.tokenBlock("stable"), caddyOptions{global: "wechat {\n\t\treplay_memory 4KiB\n\t}"})
+	filler := strings.Repeat("a", 64<<10)
+	form := []byte("touser=o1&content=" + filler + "&access_token=CLIENT&x=%E4%BD%A0&ACCESS_TOKEN=y")
+	want := []byte("touser=o1&content=" + filler + "&x=%E4%BD%A0")
+	a := post(t, c.url("/cgi-bin/message/custom/send"), "application/x-www-form-urlencoded", form)
+	if a.Errcode != 0 || a.TokenParams != 1 || a.BodySHA256 != sha(want) || a.BodyBytes != len(want) {
+		t.Fatalf("a form in a file: %d bytes arrived, errcode %d", a.BodyBytes, a.Errcode)
+	}
+	w.Revoke(w.AppID)
+	if a := post(t, c.url("/cgi-bin/message/custom/send"), "application/x-www-form-urlencoded", form); a.Errcode != 0 || a.BodySHA256 != sha(want) {
+		t.Fatalf("replayed after a revocation: %d bytes, errcode %d", a.BodyBytes, a.Errcode)
+	}
+}

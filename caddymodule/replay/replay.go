@@ -297,16 +297,68 @@ func (b *Body) Reason() Reason { return b.reason }
 func (b *Body) Size() int64 { return b.size }
 
 // InMemory returns a held body that did not spill; false otherwise. The
-// caller may replace it with SetInMemory.
+// caller may replace it with Rewrite.
 func (b *Body) InMemory() ([]byte, bool) {
 	return b.mem, b.Replayable() && b.file == nil
 }
 
-// SetInMemory replaces an in-memory body with p, no longer than it.
-func (b *Body) SetInMemory(p []byte) {
-	if b.file == nil && int64(len(p)) <= b.size {
-		b.mem, b.size = p, int64(len(p))
+// Rewrite replaces a held body with what rewrite writes reading it, in
+// memory or in a new temporary file as the body was held. The result must
+// be no longer than the body (it is held under the body's reservation):
+// rewrite may only remove. On an error the body is left as it was.
+func (b *Body) Rewrite(rewrite func(dst io.Writer, src io.Reader) error) error {
+	if !b.Replayable() {
+		return errors.New("rewrite a body not held")
 	}
+	if b.file == nil {
+		var out bytes.Buffer
+		out.Grow(len(b.mem))
+		if err := rewrite(&out, bytes.NewReader(b.mem)); err != nil {
+			return err
+		}
+		if int64(out.Len()) > b.size {
+			return errors.New("a rewrite may not make a body longer")
+		}
+		b.mem, b.size = out.Bytes(), int64(out.Len())
+		return nil
+	}
+	f, err := os.CreateTemp(b.pool.limits.TempDir, "caddy-wechat-replay-*")
+	if err != nil {
+		return fmt.Errorf("rewrite request body: %w", err)
+	}
+	removed := os.Remove(f.Name()) == nil
+	discard := func(err error) error {
+		f.Close()
+		if !removed {
+			os.Remove(f.Name())
+		}
+		return err
+	}
+	counted := &countingWriter{w: f}
+	if err := rewrite(counted, b.held()); err != nil {
+		return discard(err)
+	}
+	if counted.n > b.size {
+		return discard(errors.New("a rewrite may not make a body longer"))
+	}
+	old, oldRemove := b.file, b.removeOnClose
+	b.file, b.size, b.removeOnClose = f, counted.n, !removed
+	old.Close()
+	if oldRemove {
+		os.Remove(old.Name())
+	}
+	return nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // Reader reads the body: a held body from its start at every call; one

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -215,5 +216,43 @@ func TestHeldGrowsWithArrivingBytes(t *testing.T) {
 	pw.CloseWithError(io.ErrUnexpectedEOF)
 	if err := <-done; !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("a cut-short body: %v", err)
+	}
+}
+
+// Rewrite replaces a held body, in memory or in its file, and never makes
+// it longer.
+func TestRewriteHeldBody(t *testing.T) {
+	dir := t.TempDir()
+	pool := NewPool(Limits{Budget: 1 << 20, MemoryPerBody: 8, TempDir: dir}, new(Usage))
+	drop := func(dst io.Writer, src io.Reader) error {
+		b, err := io.ReadAll(src)
+		if err != nil {
+			return err
+		}
+		_, err = dst.Write(bytes.ReplaceAll(b, []byte("x"), nil))
+		return err
+	}
+	for _, in := range []string{"axbx", "axbxcxdxexfxgxhx"} { // in memory; spilled past 8 bytes
+		b, err := pool.Hold(strings.NewReader(in), -1, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Rewrite(drop); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // replayable: the same each time
+			got, _ := io.ReadAll(b.Reader())
+			if want := strings.ReplaceAll(in, "x", ""); string(got) != want || b.Size() != int64(len(want)) {
+				t.Fatalf("%q rewritten: %q (size %d)", in, got, b.Size())
+			}
+		}
+		longer := func(dst io.Writer, src io.Reader) error { _, err := io.WriteString(dst, in+in); return err }
+		if err := b.Rewrite(longer); err == nil {
+			t.Fatal("a rewrite made the body longer")
+		}
+		b.Close()
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("files left behind: %v", entries)
 	}
 }

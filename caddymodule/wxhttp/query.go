@@ -4,6 +4,8 @@
 package wxhttp
 
 import (
+	"bufio"
+	"io"
 	"net/url"
 	"strings"
 )
@@ -119,4 +121,113 @@ func StripKey(rawQuery, key string) string {
 // KeyParam is TokenParam for another credential parameter.
 func KeyParam(key, value string) string {
 	return key + "=" + url.QueryEscape(value)
+}
+
+// maxFormKey bounds the key StripTokenStream reads ahead: a longer key is
+// no access_token, however encoded.
+const maxFormKey = 256
+
+// StripTokenStream copies a URL-encoded form from src to dst without its
+// access_token parts, by StripToken's rules (any case, percent-encoded
+// keys, empty parts dropped), holding one key at most in memory however
+// long the values: a form too large for memory is stripped as it is
+// copied. Unlike StripToken it always drops empty parts; call it for a
+// form that may hold a token (MayHoldToken).
+func StripTokenStream(dst io.Writer, src io.Reader) error {
+	br := bufio.NewReaderSize(src, 32<<10)
+	bw := bufio.NewWriterSize(dst, 32<<10)
+	wrote := false
+	for {
+		key, delim, err := readKey(br)
+		if err != nil && err != io.EOF {
+			return err
+		}
+		eof := err == io.EOF
+		drop := len(key) <= maxFormKey && isTokenParam(string(key))
+		hasValue := delim == '=' || len(key) > maxFormKey
+		if len(key) == 0 && !hasValue {
+			// an empty part
+		} else if !drop {
+			if wrote {
+				bw.WriteByte('&')
+			}
+			bw.Write(key)
+			if delim == '=' {
+				bw.WriteByte('=')
+			}
+			wrote = true
+		}
+		if hasValue && !eof {
+			if eof, err = copyValue(bw, br, drop); err != nil {
+				return err
+			}
+		}
+		if eof {
+			return bw.Flush()
+		}
+	}
+}
+
+// readKey reads a form part's key: up to '=' or '&' (delim), the end
+// (io.EOF), or maxFormKey+1 bytes.
+func readKey(br *bufio.Reader) (key []byte, delim byte, err error) {
+	for len(key) <= maxFormKey {
+		c, err := br.ReadByte()
+		if err != nil {
+			return key, 0, err
+		}
+		if c == '=' || c == '&' {
+			return key, c, nil
+		}
+		key = append(key, c)
+	}
+	return key, 0, nil
+}
+
+// copyValue copies (or skips, when drop) the rest of a part up to its '&'.
+func copyValue(bw *bufio.Writer, br *bufio.Reader, drop bool) (eof bool, err error) {
+	for {
+		chunk, err := br.ReadSlice('&')
+		value := chunk
+		if err == nil {
+			value = chunk[:len(chunk)-1]
+		}
+		if !drop {
+			bw.Write(value)
+		}
+		switch err {
+		case nil:
+			return false, nil
+		case bufio.ErrBufferFull:
+			continue
+		case io.EOF:
+			return true, nil
+		default:
+			return false, err
+		}
+	}
+}
+
+// MayHoldToken reports whether a form read from src may hold an
+// access_token part (StripToken would change it), reading it to its end.
+func MayHoldToken(src io.Reader) (bool, error) {
+	br := bufio.NewReaderSize(src, 32<<10)
+	var tail []byte // the last bytes of the previous chunk, for a key across chunks
+	for {
+		chunk, err := br.Peek(br.Size())
+		if len(chunk) == 0 && err != nil {
+			if err == io.EOF {
+				return false, nil
+			}
+			return false, err
+		}
+		if mayHoldToken(string(tail) + string(chunk)) {
+			return true, nil
+		}
+		keep := min(len(chunk), len(tokenKey)-1)
+		tail = append(tail[:0], chunk[len(chunk)-keep:]...)
+		if _, err := br.Discard(len(chunk)); err != nil {
+			return false, err
+		}
+	}
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func TestStripAndInject(t *testing.T) {
@@ -147,6 +149,30 @@ func TestWithAppSecret(t *testing.T) {
 	} {
 		if got := WithAppSecret(in, "wx1", "s&="); got != want {
 			t.Errorf("WithAppSecret(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// The streaming stripper agrees with StripToken on every form that may
+// hold a token, however its parts fall across reads.
+func TestStripTokenStreamAgreesWithStripToken(t *testing.T) {
+	long := strings.Repeat("v", 100<<10)
+	for _, form := range []string{
+		"access_token=x", "a=1&access_token=x&b=2", "ACCESS_TOKEN=x&b=2", "a=1&%61ccess_token=x", "access%5Ftoken=y&z",
+		"a=1&&b=2&access_token=", "access_token", "a&access_token&b", "x=" + long + "&access_token=t&y=" + long,
+		"access_token=" + long + "&k=v", strings.Repeat("k", 300) + "=access_token&access_token=1", "a=%zz&access_token=1",
+		"access_token=1&", "&access_token=1", "a=b+c&Access_Token=q",
+	} {
+		may, err := MayHoldToken(strings.NewReader(form))
+		if err != nil || may != mayHoldToken(form) {
+			t.Fatalf("MayHoldToken(%.40q) = %v %v", form, may, err)
+		}
+		var out bytes.Buffer
+		if err := StripTokenStream(&out, iotest.OneByteReader(strings.NewReader(form))); err != nil {
+			t.Fatal(err)
+		}
+		if want := StripToken(form); out.String() != want {
+			t.Errorf("StripTokenStream(%.60q) = %.60q, StripToken says %.60q", form, out.String(), want)
 		}
 	}
 }
