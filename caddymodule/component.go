@@ -27,7 +27,9 @@ func init() {
 // ComponentConfig is a third-party platform's credentials, named in the
 // wechat app. Placeholders such as {env.WX_COMPONENT_APPSECRET} are expanded.
 type ComponentConfig struct {
-	ComponentAppID     string `json:"component_appid"`
+	// The platform's AppID (component_appid), from the open platform's console.
+	ComponentAppID string `json:"component_appid"`
+	// The platform's AppSecret. Give it as a placeholder: the admin API shows the config.
 	ComponentAppSecret string `json:"component_appsecret"`
 	// The message token, which signs WeChat's pushes.
 	Token string `json:"token"`

@@ -38,7 +38,8 @@ func init() {
 type Messages struct {
 	// The Official Account's or Mini Program's AppID; or, for a WeCom
 	// app, corp_id instead. Placeholders are expanded.
-	AppID  string `json:"app_id,omitempty"`
+	AppID string `json:"app_id,omitempty"`
+	// A WeCom app's corp ID, instead of app_id. Placeholders are expanded.
 	CorpID string `json:"corp_id,omitempty"`
 
 	// The Token of the message push settings. Give it as a placeholder
@@ -53,7 +54,8 @@ type Messages struct {
 	// key and component_appid are used, and Authorizer must be "path" (the
 	// first path segment is the account's appid, $APPID$ in the console,
 	// removed before the request goes on).
-	Component  string `json:"component,omitempty"`
+	Component string `json:"component,omitempty"`
+	// With component: "path", the only value (the account is the first path segment).
 	Authorizer string `json:"authorizer,omitempty"`
 
 	receiver   *credential.MessageReceiver

@@ -34,7 +34,8 @@ type CredentialOptions struct {
 	// /cgi-bin/gettoken, one per app secret; api_base defaults to
 	// https://qyapi.weixin.qq.com and retry_on to 40014 42001; token_api
 	// does not apply.
-	CorpID     string `json:"corp_id,omitempty"`
+	CorpID string `json:"corp_id,omitempty"`
+	// The WeCom app's secret, with corp_id. Give it as a placeholder, as app_secret.
 	CorpSecret string `json:"corp_secret,omitempty"`
 
 	// The AppSecret. Give it as a placeholder, {env.WECHAT_APP_SECRET} or

@@ -75,6 +75,18 @@ func (p *Platform) VerifyTicket(ctx context.Context) (VerifyTicket, error) {
 	return loadVerifyTicket(ctx, p.cfg.store, p.spec.ID)
 }
 
+// StoredToken reads the platform's component_access_token record from the
+// fleet's storage, fetching nothing, and says whether this config's secret
+// fetched it: caddy wechat check reports on a platform without calling
+// api_component_token.
+func (p *Platform) StoredToken(ctx context.Context) (stored token.Stored, sameSecret bool, err error) {
+	if p.cfg.store == nil {
+		return token.Stored{}, false, errors.New("no storage to read the component_access_token from")
+	}
+	stored, err = token.LoadStored(ctx, p.cfg.store, p.spec.Kind.Keys(p.spec).Record, p.spec.Label(), p.spec.Kind.Name)
+	return stored, err == nil && stored.SecretID == p.spec.secretID(), err
+}
+
 // KeepVerifyTicket stores a pushed ticket for the fleet unless a newer one
 // is there, and starts the platform's token fetch if it has none yet.
 func (p *Platform) KeepVerifyTicket(ctx context.Context, ticket string, createTime int64) error {

@@ -49,6 +49,31 @@ type record struct {
 	SecretID string `json:"secret_id"`
 }
 
+// Stored is a credential's record in the fleet's storage, without its
+// value: what a report that must fetch nothing (caddy wechat check) can
+// say of a credential.
+type Stored struct {
+	FetchedAt, ExpiresAt time.Time
+	// SecretID is the fingerprint (SecretFingerprint) of the secret that
+	// fetched it.
+	SecretID string
+}
+
+// LoadStored reads the record at key as a Manager of appID and kind would
+// take it; a missing one is an error wrapping fs.ErrNotExist.
+func LoadStored(ctx context.Context, store Store, key, appID, kind string) (Stored, error) {
+	data, err := store.Load(ctx, key)
+	if err != nil {
+		return Stored{}, fmt.Errorf("read %s: %w", key, err)
+	}
+	var rec record
+	if err := json.Unmarshal(data, &rec); err != nil || rec.Version != recordVersion || rec.AppID != appID || rec.Kind != kind ||
+		rec.Token == "" || rec.ExpiresAt.IsZero() {
+		return Stored{}, fmt.Errorf("the record at %s is corrupt or not %s's", key, appID)
+	}
+	return Stored{FetchedAt: rec.FetchedAt, ExpiresAt: rec.ExpiresAt, SecretID: rec.SecretID}, nil
+}
+
 // SecretFingerprint identifies an AppSecret without revealing it.
 func SecretFingerprint(appID, secret string) string {
 	sum := sha256.Sum256([]byte("wechat_token\x00" + appID + "\x00" + secret))
