@@ -133,6 +133,7 @@ func TestLegacyAccountTokenAdoptedOnlyByItsPlatform(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok := mustToken(t, first)
+	first.Flush() // its record is in the storage: the first release's is put in its place
 	rec, _ := json.Marshal(map[string]any{"version": 1, "app_id": "wxold", "token_api": "authorizer", "access_token": tok.Value,
 		"fetched_at": tok.FetchedAt, "expires_at": tok.ExpiresAt,
 		"secret_id": token.SecretFingerprint("wxcompa/wxold", testPlatforms["wxcompa"].Secret)})

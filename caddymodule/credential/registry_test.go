@@ -119,6 +119,7 @@ func TestReloadWithChangedSettingsTakesTheNewOnes(t *testing.T) {
 	if _, renewed, err := m.RenewNow(context.Background(), false); err != nil || !renewed {
 		t.Fatalf("renewal after the reload: %v %v", renewed, err)
 	}
+	m.Flush() // saved beside the renewal's waiters
 	if emuB.Stats().TokenCalls != 1 || emuA.Stats().TokenCalls != 1 {
 		t.Fatalf("renewal went to the old api_base: A %+v, B %+v", emuA.Stats(), emuB.Stats())
 	}

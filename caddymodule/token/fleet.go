@@ -162,6 +162,9 @@ func (m *Manager) adopt(tok *Token, why string) *Token {
 // syncFromStore adopts a token that another instance renewed, and says
 // whether it did.
 func (m *Manager) syncFromStore() bool {
+	if m.savingNow.Load() > 0 {
+		return false // the store is behind this instance until its save ends
+	}
 	stored, ok := m.loadShared()
 	if !ok || !newer(stored, m.current.Load(), "", m.clock.Now()) {
 		return false
@@ -205,6 +208,9 @@ func (m *Manager) obtain(j job) (Token, error) {
 	if m.cfg().Store == nil {
 		return fetch()
 	}
+	// A save of this instance's last token may be under way: the store
+	// holds the one before it until then, which must not be taken for news.
+	m.saving.Wait()
 	// Stored tokens are judged against the one held when this began: the
 	// loop's re-reads may adopt the replacement meanwhile, and it still is
 	// the answer, not a reason to fetch another.
@@ -230,17 +236,34 @@ func (m *Manager) obtain(j job) (Token, error) {
 		m.warnOnce("lock", lockErr, "cannot take the shared renewal lock; renewing alone")
 	}
 	if unlock != nil {
-		defer unlock()
 		// Re-read under the lock: the previous holder may have renewed.
 		if stored, ok := m.loadShared(); ok && newer(stored, heldAtStart, j.replacing, m.clock.Now()) {
+			unlock()
 			return m.adoptFound(stored, "already renewed by another instance", j.epoch), nil
 		}
 	}
 	tok, err := fetch()
-	if err == nil {
-		m.saveShared(&tok)
+	if err != nil {
+		if unlock != nil {
+			unlock()
+		}
+		return tok, err
 	}
-	return tok, err
+	// The token is installed: whoever waits for it has it now. The fleet
+	// gets it from the storage just after, the lock held until then, so
+	// that no request waits on the storage's write and no other instance
+	// fetches before it can adopt.
+	m.saving.Add(1)
+	m.savingNow.Add(1)
+	go func() {
+		defer m.saving.Done()
+		defer m.savingNow.Add(-1)
+		m.saveShared(&tok)
+		if unlock != nil {
+			unlock()
+		}
+	}()
+	return tok, nil
 }
 
 // adoptFound adopts stored, found by work of epoch, unless the loop

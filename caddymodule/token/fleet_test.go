@@ -273,6 +273,7 @@ func TestBrokenStorageDegradesToLocal(t *testing.T) {
 	if _, err := m.Refresh(context.Background(), Rejection{Token: m.Known("tok2")}); err != nil {
 		t.Fatal(err)
 	}
+	m.saving.Wait()
 	if rec := store.stored(t); rec.Token != "tok3" {
 		t.Fatalf("after recovery the store holds %q", rec.Token)
 	}
@@ -299,6 +300,7 @@ func TestCorruptOrForeignRecordsAreIgnored(t *testing.T) {
 			if logs.FilterMessageSnippet("corrupt").Len() == 0 {
 				t.Fatal("no warning about the record")
 			}
+			m.saving.Wait() // saved beside the waiting requests
 			if rec := store.stored(t); rec.Token != "tok1" {
 				t.Fatalf("record not replaced: %+v", rec)
 			}
@@ -493,6 +495,7 @@ func TestRenewalWaitsOutAStorageOutage(t *testing.T) {
 				t.Fatalf("renewed alone with %s left, more than half the 30 s margin", left)
 			}
 			if recovers {
+				m.saving.Wait()
 				if rec := store.stored(t); rec.Token != "tok2" {
 					t.Fatalf("the renewal after the outage stored %q", rec.Token)
 				}

@@ -154,6 +154,11 @@ type Manager struct {
 	// serializes the fleet's).
 	ledgerMu sync.Mutex
 
+	// saving counts the saves of fetched tokens under way (beside the
+	// requests that wait for them); Stop waits for them.
+	saving    sync.WaitGroup
+	savingNow atomic.Int32
+
 	scheduled      bool
 	onSchedule     func()
 	demandFailures int       // consecutive failed on-demand fetches (scheduled)
@@ -250,8 +255,13 @@ func withDefaults(s Settings) (*Settings, error) {
 		s.Logger = zap.NewNop()
 	}
 	if s.LockWait == 0 {
-		// The holder loads, fetches and stores under the lock.
+		// The holder's whole work under the lock: it loads, fetches and
+		// stores; with a daily cap, it updates the fleet's ledger before
+		// fetching (lock, load, store).
 		s.LockWait = s.FetchTimeout + 2*storeTimeout + time.Second
+		if s.DailyRefreshLimit > 0 {
+			s.LockWait += 3 * storeTimeout
+		}
 	}
 	return &s, nil
 }
@@ -282,6 +292,7 @@ func (m *Manager) cfg() *Settings { return m.settings.Load() }
 // first token are released.
 func (m *Manager) Stop() {
 	m.stopOnce.Do(func() {
+		m.saving.Wait() // a fetched token is kept for the fleet before the manager goes
 		m.cancel()
 		if m.started.Load() {
 			<-m.done

@@ -584,6 +584,8 @@ func TestClassicDailyRefreshLimitIsFleetWide(t *testing.T) {
 	for i := range 6 {
 		m := []*Manager{a, b}[i%2]
 		clock.Advance(time.Second)
+		a.saving.Wait() // the other's token is in the store (it is saved beside the refresh)
+		b.saving.Wait()
 		m.syncFromStore() // as its loop would: the other's token is rejected now
 		tok := mustToken(t, m)
 		if _, err := m.Refresh(context.Background(), Rejection{Token: tok}); err == nil {

@@ -113,3 +113,7 @@ func (m *Manager) onDemand(ctx context.Context) (Token, error) {
 	}
 	return tok, nil
 }
+
+// Flush waits until the fetched tokens being saved for the fleet (beside
+// the requests that got them) are in the storage.
+func (m *Manager) Flush() { m.saving.Wait() }
