@@ -423,8 +423,8 @@ func TestLockWaiterOutwaitsAWorkingHolder(t *testing.T) {
 	}
 	renewAt := now.Add(10 * time.Second)
 	for clock.Now().Before(renewAt) { // through the loop's re-reads of the store
-		eventually(t, "loop asleep", func() bool { due, _ := clock.next(); return due.After(clock.Now()) })
-		due, _ := clock.next()
+		eventually(t, "loop asleep", func() bool { due, _ := clock.Next(); return due.After(clock.Now()) })
+		due, _ := clock.Next()
 		clock.AdvanceTo(due)
 	}
 	eventually(t, "the renewal to wait for the lock", func() bool {

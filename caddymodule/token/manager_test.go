@@ -94,7 +94,7 @@ func mustToken(t *testing.T, m *Manager) Token {
 func waitScheduled(t *testing.T, c *fakeClock, due time.Time) {
 	t.Helper()
 	eventually(t, "renewal scheduled for "+due.String(), func() bool {
-		next, _ := c.next()
+		next, _ := c.Next()
 		return next.Equal(due)
 	})
 }
@@ -171,10 +171,10 @@ func TestStableSameTokenDoesNotSpin(t *testing.T) {
 	m := startManager(t, Stable, f, clock, nil)
 	mustToken(t, m)
 	for f.count() < 20 {
-		due, _ := clock.next()
+		due, _ := clock.Next()
 		if !due.After(clock.Now()) {
 			// The loop has not gone to sleep yet; let it.
-			eventually(t, "loop to sleep", func() bool { d, _ := clock.next(); return d.After(clock.Now()) })
+			eventually(t, "loop to sleep", func() bool { d, _ := clock.Next(); return d.After(clock.Now()) })
 			continue
 		}
 		if gap := due.Sub(clock.Now()); gap < minRetryDelay {
@@ -208,8 +208,8 @@ func TestFetchFailureKeepsTokenThenAnswersPromptly(t *testing.T) {
 	eventually(t, "failed renewal", func() bool { return f.count() == 2 })
 	// Retries follow with backoff while the old token keeps serving.
 	for f.count() < 8 {
-		eventually(t, "retry scheduled", func() bool { d, _ := clock.next(); return d.After(clock.Now()) })
-		due, _ := clock.next()
+		eventually(t, "retry scheduled", func() bool { d, _ := clock.Next(); return d.After(clock.Now()) })
+		due, _ := clock.Next()
 		if due.After(start.Add(100 * time.Second)) {
 			break
 		}
@@ -234,8 +234,8 @@ func TestFetchFailureKeepsTokenThenAnswersPromptly(t *testing.T) {
 	}
 
 	f.set(sequential(100 * time.Second))
-	eventually(t, "retry scheduled", func() bool { d, _ := clock.next(); return d.After(clock.Now()) })
-	due, _ := clock.next()
+	eventually(t, "retry scheduled", func() bool { d, _ := clock.Next(); return d.After(clock.Now()) })
+	due, _ := clock.Next()
 	clock.AdvanceTo(due)
 	eventually(t, "recovery", func() bool {
 		_, err := m.Token(context.Background())
@@ -275,11 +275,11 @@ func TestBadSecretBacksOffUpToMinutes(t *testing.T) {
 // the clock reaches end. It returns the clock's time then.
 func stepLoop(t *testing.T, clock *fakeClock, end time.Time, done func() bool) time.Time {
 	t.Helper()
-	eventually(t, "loop asleep", func() bool { due, _ := clock.next(); return due.After(clock.Now()) })
+	eventually(t, "loop asleep", func() bool { due, _ := clock.Next(); return due.After(clock.Now()) })
 	for clock.Now().Before(end) {
-		due, calls := clock.next()
+		due, calls := clock.Next()
 		clock.AdvanceTo(due)
-		eventually(t, "loop asleep again", func() bool { due, c := clock.next(); return c > calls && due.After(clock.Now()) })
+		eventually(t, "loop asleep again", func() bool { due, c := clock.Next(); return c > calls && due.After(clock.Now()) })
 		if done() {
 			break
 		}
@@ -693,7 +693,7 @@ func TestPassiveRefreshAfterFailedRenewalReschedules(t *testing.T) {
 	waitScheduled(t, clock, start.Add(70*time.Second))
 	clock.AdvanceTo(start.Add(70 * time.Second))
 	eventually(t, "failed renewal", func() bool { return f.count() == 2 })
-	eventually(t, "retry scheduled", func() bool { d, _ := clock.next(); return d.After(clock.Now()) })
+	eventually(t, "retry scheduled", func() bool { d, _ := clock.Next(); return d.After(clock.Now()) })
 
 	f.set(sequential(100 * time.Second))
 	fresh, err := m.Refresh(context.Background(), Rejection{Token: m.Known("tok1")})
