@@ -290,6 +290,13 @@ func TestSlowAppAnsweredOnWeChatsRetry(t *testing.T) {
 	if n := len(app.requests()); n != 1 {
 		t.Fatalf("the app got the message %d times", n)
 	}
+	var st []struct {
+		Received, Forwarded, Deduplicated int
+	}
+	c.adminCall(t, http.MethodGet, "/wechat_token/messages", &st)
+	if len(st) != 1 || st[0].Received != 2 || st[0].Forwarded != 1 || st[0].Deduplicated != 1 {
+		t.Fatalf("admin counts for one message delivered twice by WeChat: %+v", st)
+	}
 }
 
 // The app fails: 5xx to WeChat, nothing kept, the re-delivery delivered.

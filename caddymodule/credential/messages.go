@@ -41,6 +41,9 @@ const (
 	elsewhereWait = 4 * time.Second
 	// recordsKept: records older than this many minutes are removed.
 	recordsKept = 10
+	// markAfter: a delivery still under way this long is marked for the
+	// fleet (see run).
+	markAfter = time.Second
 )
 
 // Deliveries deliver messages once. A process has one; it keeps nothing
@@ -97,7 +100,7 @@ func (d *Deliveries) Deliver(ctx context.Context, store Storage, receiverID stri
 	if a, f, ok := d.local(id); ok {
 		return a, true, nil
 	} else if f != nil {
-		return d.wait(ctx, f)
+		return d.wait(ctx, f, true)
 	}
 	// Another instance may have it (a re-delivery that came here).
 	if rec, ok := loadRecord(ctx, store, storeKey); ok {
@@ -112,13 +115,13 @@ func (d *Deliveries) Deliver(ctx context.Context, store Storage, receiverID stri
 	d.mu.Lock()
 	if f := d.inflight[id]; f != nil { // began meanwhile here
 		d.mu.Unlock()
-		return d.wait(ctx, f)
+		return d.wait(ctx, f, true)
 	}
 	f := &delivery{done: make(chan struct{})}
 	d.inflight[id] = f
 	d.mu.Unlock()
 	go d.run(store, receiverID, storeKey, id, f, deliver)
-	return d.wait(ctx, f)
+	return d.wait(ctx, f, false)
 }
 
 // local is what this instance knows of a message: its answer, or its
@@ -132,10 +135,11 @@ func (d *Deliveries) local(id string) (Answer, *delivery, bool) {
 	return Answer{}, d.inflight[id], false
 }
 
-func (d *Deliveries) wait(ctx context.Context, f *delivery) (Answer, bool, error) {
+// wait waits for f; repeat says whether this is a re-delivery's wait.
+func (d *Deliveries) wait(ctx context.Context, f *delivery, repeat bool) (Answer, bool, error) {
 	select {
 	case <-f.done:
-		return f.answer, true, f.err
+		return f.answer, repeat, f.err
 	case <-ctx.Done():
 		return Answer{}, false, ctx.Err()
 	}
@@ -143,14 +147,24 @@ func (d *Deliveries) wait(ctx context.Context, f *delivery) (Answer, bool, error
 
 // run delivers, detached, and tells the fleet.
 func (d *Deliveries) run(store Storage, receiverID, storeKey, id string, f *delivery, deliver func(context.Context) (Answer, error)) {
+	// The mark that the message is being delivered is needed only by a
+	// re-delivery reaching another instance, 5 s from now at the earliest:
+	// it is written beside the delivery, and only if the app has not
+	// answered within markAfter (most answer in milliseconds).
 	marked := make(chan struct{})
-	go func() { // beside the delivery: the mark is needed 5 s from now
+	finished := make(chan struct{})
+	go func() {
 		defer close(marked)
-		storeRecord(store, storeKey, record{State: "delivering", At: time.Now()})
+		select {
+		case <-finished:
+		case <-time.After(markAfter):
+			storeRecord(store, storeKey, record{State: "delivering", At: time.Now()})
+		}
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), deliveryTimeout)
 	f.answer, f.err = deliver(ctx)
 	cancel()
+	close(finished)
 	if f.err != nil {
 		// Before WeChat hears of the failure: its next delivery, on any
 		// instance, must find nothing and deliver again.

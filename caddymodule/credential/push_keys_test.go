@@ -150,3 +150,15 @@ func TestDeliveriesDeliverOnce(t *testing.T) {
 		t.Fatalf("after a failure: %d deliveries, %v", fails, err)
 	}
 }
+
+// A first delivery is not a repeat; the re-delivery is.
+func TestFirstDeliveryIsNoRepeat(t *testing.T) {
+	d := NewDeliveries()
+	deliver := func(context.Context) (Answer, error) { return Answer{Body: []byte("r")}, nil }
+	if _, repeat, err := d.Deliver(context.Background(), newMemStorage(), "wxapp", 60, "msg:9", deliver); err != nil || repeat {
+		t.Fatalf("first delivery: repeat %v, %v", repeat, err)
+	}
+	if _, repeat, err := d.Deliver(context.Background(), newMemStorage(), "wxapp", 60, "msg:9", deliver); err != nil || !repeat {
+		t.Fatalf("re-delivery: repeat %v, %v", repeat, err)
+	}
+}
