@@ -23,6 +23,10 @@ type Kind struct {
 	// ForceRefresh: it can be forced while valid (stable_token's
 	// force_refresh, 20 a day for the fleet).
 	ForceRefresh bool
+	// SharedAnswer: a normal fetch hands every caller the same current
+	// value, so a refresh requests wait for need not coordinate through
+	// the storage.
+	SharedAnswer bool
 	// DailyCapped: each fetch spends WeChat's daily quota (classic's 2000
 	// calls), so on-demand refreshes count against daily_refresh_limit.
 	DailyCapped bool
@@ -64,7 +68,7 @@ type Deps struct {
 
 // engine is what the token engine needs to know of k.
 func (k *Kind) engine() token.Kind {
-	return token.Kind{Name: k.Name, Noun: k.Noun, ErrNone: k.ErrNone, ForceRefresh: k.ForceRefresh}
+	return token.Kind{Name: k.Name, Noun: k.Noun, ErrNone: k.ErrNone, ForceRefresh: k.ForceRefresh, SharedAnswer: k.SharedAnswer}
 }
 
 // String is the kind's name.

@@ -15,7 +15,7 @@ import (
 var Stable = &Kind{
 	Name: "stable", Noun: "access_token", Param: "access_token",
 	RejectedBy:   []int64{40001, 42001},
-	ForceRefresh: true, SecretCalls: true,
+	ForceRefresh: true, SharedAnswer: true, SecretCalls: true,
 	TicketPath: "/cgi-bin/ticket/getticket?type=jsapi",
 	Keys:       standardKeys,
 	NewFetcher: func(s Spec, d Deps) token.Fetcher {

@@ -16,7 +16,7 @@ import (
 var WeCom = &Kind{
 	Name: "wecom", Noun: "access_token", Param: "access_token",
 	RejectedBy: []int64{40014, 42001},
-	PerSecret:  true,
+	PerSecret:  true, SharedAnswer: true,
 	TicketPath: "/cgi-bin/get_jsapi_ticket",
 	Keys:       standardKeys,
 	NewFetcher: func(s Spec, d Deps) token.Fetcher {

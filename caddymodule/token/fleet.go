@@ -208,6 +208,18 @@ func (m *Manager) obtain(j job) (Token, error) {
 	if m.cfg().Store == nil {
 		return fetch()
 	}
+	if m.kind.SharedAnswer && !j.renewal && !j.force {
+		// Requests wait for this refresh, and the endpoint hands every
+		// caller the same current token: fetching beside another instance
+		// costs nothing, so the fleet's storage (which may be slow) is left
+		// off their path; the token is saved for the fleet beside them.
+		m.saving.Wait()
+		tok, err := fetch()
+		if err == nil {
+			m.saveBeside(tok, nil)
+		}
+		return tok, err
+	}
 	// A save of this instance's last token may be under way: the store
 	// holds the one before it until then, which must not be taken for news.
 	m.saving.Wait()
@@ -253,6 +265,13 @@ func (m *Manager) obtain(j job) (Token, error) {
 	// gets it from the storage just after, the lock held until then, so
 	// that no request waits on the storage's write and no other instance
 	// fetches before it can adopt.
+	m.saveBeside(tok, unlock)
+	return tok, nil
+}
+
+// saveBeside saves tok for the fleet, then releases the lock (if held),
+// beside whoever waits for tok.
+func (m *Manager) saveBeside(tok Token, unlock func()) {
 	m.saving.Add(1)
 	m.savingNow.Add(1)
 	go func() {
@@ -263,7 +282,6 @@ func (m *Manager) obtain(j job) (Token, error) {
 			unlock()
 		}
 	}()
-	return tok, nil
 }
 
 // adoptFound adopts stored, found by work of epoch, unless the loop

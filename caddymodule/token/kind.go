@@ -17,6 +17,10 @@ type Kind struct {
 	// current one is valid (stable_token's force_refresh): the fleet's
 	// ledger then limits how often, and the status shows what is left.
 	ForceRefresh bool
+	// SharedAnswer says a normal fetch hands every caller the same current
+	// token (stable_token, WeCom's gettoken): a refresh that requests wait
+	// for then fetches at once, leaving the fleet's storage off their path.
+	SharedAnswer bool
 }
 
 // Keys are where a Manager keeps its shared record and the fleet's ledger
