@@ -62,7 +62,7 @@ fuzz:
 soak:
 	WECHAT_SOAK=10m go test -race -count=1 -run '^TestSoak' -v -timeout 45m ./tests
 
-# The full benchmark: about 14 minutes; results in bench/out/latest.md.
+# The full benchmark: about 17 minutes; results in bench/out/latest.md.
 bench:
 	./bench/run.sh
 

@@ -3,8 +3,9 @@
 // with wechat_token, and nginx appending a fixed token. Contenders are
 // alternated within every round (A B C D, then B C D A ...) so that drift on
 // a shared machine falls on all of them alike. Then come the scenarios of
-// the token's life under load (revocation, large downloads, renewal), and
-// a third-party platform of 100,000 accounts.
+// the token's life under load (revocation, large downloads, renewal),
+// a third-party platform of 100,000 accounts, and message push through
+// wechat_messages against reverse_proxy alone.
 //
 // Run it from the repository with ./bench/run.sh (which installs wrk, nginx
 // and redis-server where it can); see bench/README.md.
@@ -59,6 +60,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "messages-app" {
+		if err := serveMessagesApp(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 	opts, err := parseFlags()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -85,7 +93,7 @@ func parseFlags() (options, error) {
 	flag.IntVar(&o.rounds, "rounds", 5, "rounds of every contender at every workload and concurrency")
 	flag.DurationVar(&o.duration, "duration", 3*time.Second, "length of one trial")
 	flag.StringVar(&conc, "c", "1,16,64,256", "concurrencies (connections), comma-separated")
-	flag.BoolVar(&o.scenarios, "scenarios", true, "run the scenarios (revocation, downloads, uploads, renewal, JS-SDK, platform) after the comparison")
+	flag.BoolVar(&o.scenarios, "scenarios", true, "run the scenarios (revocation, downloads, uploads, renewal, JS-SDK, platform, messages) after the comparison")
 	flag.BoolVar(&o.smoke, "smoke", false, "a short run that proves the benchmark works (CI): 1 round of 1 s at 1 and 16 connections, short scenarios; fails on any failed request, never on timings")
 	flag.BoolVar(&o.pin, "pin", true, "put the proxies on CPUs of their own (the upper half), the load generator and upstream on the rest, so that where the scheduler puts them does not decide the result")
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (configs, logs) after the run")
@@ -196,7 +204,7 @@ func neededTools(o options) []string {
 	if o.compares() {
 		tools = append(tools, "nginx")
 	}
-	if o.runs("platform") {
+	if o.runs("platform") || o.runs("messages") {
 		tools = append(tools, "redis-server")
 	}
 	return tools
