@@ -100,11 +100,12 @@ func TestSlowUploadDoesNotHoldOthers(t *testing.T) {
 // file descriptor released when they leave.
 func TestTenThousandConnections(t *testing.T) {
 	const conns = 10000
-	// The upstream gets a bounded pool, as a production config gives
-	// WeChat: the 10,000 requests wait in the proxy, which is what is
-	// measured, rather than 10,000 dials to one test server.
+	// The upstream gets a bounded pool, as a production config
+	// gives WeChat: the 10,000 requests wait in the proxy, which is what is
+	// measured, rather than 10,000 dials to one test server (and a dial
+	// timeout that a machine busy with the rest of the suite cannot miss).
 	w := startWeChat(t, emulator.Config{})
-	site := strings.Replace(w.tokenBlock("stable"), "reverse_proxy "+w.URL, "reverse_proxy "+w.URL+" {\n\t\ttransport http {\n\t\t\tmax_conns_per_host 256\n\t\t}\n\t}", 1)
+	site := strings.Replace(w.tokenBlock("stable"), "reverse_proxy "+w.URL, "reverse_proxy "+w.URL+" {\n\t\ttransport http {\n\t\t\tmax_conns_per_host 256\n\t\t\tdial_timeout 30s\n\t\t}\n\t}", 1)
 	c := startCaddy(t, w, site)
 	if a := get(t, c.url("/cgi-bin/get_api_domain_ip")); a.Errcode != 0 {
 		t.Fatalf("first request: %s", a.Raw)
@@ -153,7 +154,7 @@ func TestTenThousandConnections(t *testing.T) {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"errcode":0`) {
-				fail(fmt.Sprintf("answer %d", resp.StatusCode))
+				fail(fmt.Sprintf("answer %d: %.200s", resp.StatusCode, b))
 			}
 		})
 	}

@@ -80,9 +80,10 @@ func newAccounts(reg *Registry, componentAppID string) *accounts {
 		ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), jobs: make(chan *account, renewWorkers)}
 }
 
-// attach makes p's config the one in force; r.mu is held. The first
-// holder starts the scheduler.
-func (a *accounts) attach(p *Platform) {
+// attach makes p's config the one in force, comp its running
+// component_access_token; r.mu is held. The first holder starts the
+// scheduler; a later one (a reload) gives every account its settings.
+func (a *accounts) attach(p *Platform, comp *token.Manager) {
 	a.mu.Lock()
 	a.holders = append(a.holders, p)
 	first := len(a.holders) == 1
@@ -95,7 +96,7 @@ func (a *accounts) attach(p *Platform) {
 		}
 		return
 	}
-	a.reconfigure()
+	a.reconfigure(comp)
 }
 
 // detach withdraws p; it reports whether no holder is left, the scheduler
@@ -124,7 +125,9 @@ func (a *accounts) detach(p *Platform) bool {
 		}
 		return true
 	case wasInForce:
-		a.reconfigure() // a reload that failed: the running config again
+		if p := a.inForce(); p != nil {
+			a.reconfigure(p.ref.Current()) // a reload that failed: the running config again
+		}
 	}
 	return false
 }
@@ -155,15 +158,12 @@ func (a *accounts) settings(p *Platform, appID string, comp Refresher) token.Set
 	return s
 }
 
-// reconfigure gives every account the settings of the config in force.
-func (a *accounts) reconfigure() {
+// reconfigure gives every account the settings of the config in force,
+// whose component_access_token is comp.
+func (a *accounts) reconfigure(comp *token.Manager) {
 	p := a.inForce()
-	if p == nil {
+	if p == nil || comp == nil {
 		return
-	}
-	comp := p.ref.Current()
-	if comp == nil {
-		return // not started: Start attaches platforms after their tokens
 	}
 	a.mu.Lock()
 	list := make([]*account, 0, len(a.byID))

@@ -169,3 +169,38 @@ func TestLegacyAccountTokenAdoptedOnlyByItsPlatform(t *testing.T) {
 		t.Fatal("platform B adopted platform A's token of the account")
 	}
 }
+
+// A reload keeps the accounts in use, and they take the new config's
+// settings (its storage); a failed reload gives them the running one's.
+func TestReloadKeepsAccountsWithTheNewSettings(t *testing.T) {
+	emu, base := emulatorServer(t, emulator.Config{Components: testPlatforms})
+	storeA, storeB := newMemStorage(), newMemStorage()
+	reg := NewRegistry(nil)
+	a := startPlatform(t, reg, storeA, emu, base, "wxcompa")
+	refresh := emu.ImportAuthorizers("wxcompa", []string{"wxreload00000001"})["wxreload00000001"]
+	imports := []Imported{{AppID: "wxreload00000001", RefreshToken: refresh}}
+	if err := a.Import(context.Background(), imports); err != nil {
+		t.Fatal(err)
+	}
+	m, err := a.Account(context.Background(), "wxreload00000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustToken(t, m)
+	b := startPlatform(t, reg, storeB, emu, base, "wxcompa") // the new config starts...
+	if err := b.Import(context.Background(), imports); err != nil {
+		t.Fatal(err)
+	}
+	a.cfg.Stop() // ...and the old one stops
+	again, err := b.Account(context.Background(), "wxreload00000001")
+	if err != nil || again != m {
+		t.Fatalf("after the reload: the same account's manager %v (%v)", again == m, err)
+	}
+	if err := m.Renew(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m.Flush()
+	if !containsKey(storeB.keys(), "wechat_token/component/wxcompa/authorizer_tokens/wxreload00000001.json") {
+		t.Fatalf("the account's renewal did not go to the new config's storage: %v", storeB.keys())
+	}
+}

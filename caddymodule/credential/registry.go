@@ -32,8 +32,11 @@ import (
 type Registry struct {
 	client *http.Client
 
+	// clock is read without the lock: managers' schedule notices (which
+	// run under it, during a reload) read it.
+	clock atomic.Pointer[clockBox]
+
 	mu        sync.Mutex
-	clock     token.Clock
 	live      map[string]*liveCredential // by identity
 	platforms map[string][]*Platform     // by name, in the order their configs started
 	accounts  map[string]*accounts       // platforms' accounts in use, by component_appid
@@ -47,16 +50,16 @@ func NewRegistry(client *http.Client) *Registry {
 
 // SetClock makes the managers started from now on read time from c (nil:
 // the system's), for test builds whose fleet's clocks disagree.
-func (r *Registry) SetClock(c token.Clock) {
-	r.mu.Lock()
-	r.clock = c
-	r.mu.Unlock()
-}
+func (r *Registry) SetClock(c token.Clock) { r.clock.Store(&clockBox{c}) }
+
+// clockBox holds a clock (nil: the system's) for an atomic pointer.
+type clockBox struct{ c token.Clock }
 
 func (r *Registry) clockOf() token.Clock {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.clock
+	if b := r.clock.Load(); b != nil {
+		return b.c
+	}
+	return nil
 }
 
 // liveCredential is a running manager and the configs holding it.
@@ -229,7 +232,7 @@ func (c *Config) Start() error {
 		settings := c.settings(d.spec, needed)
 		lc := r.live[id]
 		if lc == nil {
-			m, err := newManager(d.spec, settings, r.clock)
+			m, err := newManager(d.spec, settings, r.clockOf())
 			if err != nil {
 				c.detachLocked()
 				return fmt.Errorf("wechat: %w", err)
@@ -252,7 +255,7 @@ func (c *Config) Start() error {
 			r.accounts[p.spec.ID] = a
 		}
 		p.accounts.Store(a)
-		a.attach(p) // the platform's token is attached: accounts can take it
+		a.attach(p, resolved[p.ref]) // the platform's token is attached: accounts take it
 	}
 	for ref, m := range resolved {
 		ref.resolve(m)
