@@ -181,12 +181,11 @@ func (a *accounts) reconfigure(comp *token.Manager) {
 // get returns the manager of an account in use, loading it (its
 // authorization checked) on its first request.
 func (a *accounts) get(ctx context.Context, appID string) (*token.Manager, error) {
-	now := a.reg.clockOf()
 	a.mu.Lock()
 	ac := a.byID[appID]
 	a.mu.Unlock()
 	if ac != nil {
-		ac.lastUsed.Store(nowOf(now).UnixNano())
+		ac.lastUsed.Store(nowOf(a.reg.clockOf()).UnixNano())
 		return ac.m, nil
 	}
 	if _, err := a.authorized(ctx, appID); err != nil {
@@ -196,7 +195,7 @@ func (a *accounts) get(ctx context.Context, appID string) (*token.Manager, error
 	if err != nil {
 		return nil, err
 	}
-	ac.lastUsed.Store(nowOf(now).UnixNano())
+	ac.lastUsed.Store(nowOf(a.reg.clockOf()).UnixNano())
 	return ac.m, nil
 }
 
