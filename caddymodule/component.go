@@ -162,7 +162,9 @@ func (e *ComponentEvents) ServeHTTP(w http.ResponseWriter, r *http.Request, _ ca
 	}
 	switch msg.InfoType {
 	case "component_verify_ticket":
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		// Kept even if WeChat hangs up meanwhile: it is the fleet's only way
+		// to a component_access_token until the next push.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
 		err := e.platform.KeepVerifyTicket(ctx, msg.ComponentVerifyTicket, msg.CreateTime)
 		cancel()
 		if err != nil {
