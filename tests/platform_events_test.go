@@ -354,3 +354,36 @@ func TestAuthorizationsRecoveredFromWeChatsList(t *testing.T) {
 		t.Fatalf("after the sync: %s", a.Raw)
 	}
 }
+
+// A reload keeps a platform's accounts in use: no fetch, served at once
+// through the new config, whose settings they take.
+func TestReloadKeepsThePlatformsAccounts(t *testing.T) {
+	t.Parallel()
+	w := startPlatformWeChat(t)
+	c := readyPlatform(t, w, "")
+	for i := range 20 {
+		authorize(t, w, c, fmt.Sprintf("wxreloaded%06d", i))
+	}
+	for i := range 20 {
+		if a := accountCall(t, c, fmt.Sprintf("wxreloaded%06d", i)); a.Errcode != 0 {
+			t.Fatalf("before the reload: %s", a.Raw)
+		}
+	}
+	before := w.Stats()
+	c.reload(t, w.platformAccountsSite()+"\n\theader X-Reloaded yes")
+	for i := range 20 {
+		a := accountCall(t, c, fmt.Sprintf("wxreloaded%06d", i))
+		if a.Errcode != 0 || a.Header.Get("X-Reloaded") != "yes" {
+			t.Fatalf("after the reload: %s (reloaded: %q)", a.Raw, a.Header.Get("X-Reloaded"))
+		}
+	}
+	if after := w.Stats(); after.AuthorizerCalls != before.AuthorizerCalls || after.ComponentCalls != before.ComponentCalls {
+		t.Fatalf("the reload fetched %d account and %d component tokens", after.AuthorizerCalls-before.AuthorizerCalls, after.ComponentCalls-before.ComponentCalls)
+	}
+	// WeChat drops an account's token: the refresh works through the new
+	// config (its storage, its component token).
+	w.Revoke("wxreloaded000003")
+	if a := accountCall(t, c, "wxreloaded000003"); a.Errcode != 0 {
+		t.Fatalf("a revoked account after the reload: %s", a.Raw)
+	}
+}
