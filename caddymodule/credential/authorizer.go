@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -27,7 +26,7 @@ var Authorizer = &Kind{
 	Keys:       accountKeys,
 	NewFetcher: func(s Spec, d Deps) token.Fetcher {
 		return &AuthorizerFetcher{BaseURL: s.APIBase, ComponentAppID: s.Platform, AuthorizerAppID: s.ID,
-			Component: d.Needed, Client: d.Client, RejectedBy: Component.RejectedBy,
+			Component: d.Needed, Client: d.Client,
 			RefreshToken: func(ctx context.Context) (string, error) { return d.accounts.refreshToken(ctx, s.ID) },
 			Save:         func(refresh string) { d.accounts.keepRefreshToken(s.ID, refresh) },
 			Recover:      d.accounts.recover,
@@ -49,8 +48,6 @@ type AuthorizerFetcher struct {
 	Save            func(refreshToken string)
 	Recover         func(ctx context.Context) error
 	Client          *http.Client
-	// RejectedBy are the errcodes meaning the component token was rejected.
-	RejectedBy []int64
 }
 
 // errRefreshTokenRefused is WeChat's "refresh_token is invalid".
@@ -62,20 +59,14 @@ func (f *AuthorizerFetcher) Fetch(ctx context.Context, _ bool) (token.Fetched, e
 	if err != nil {
 		return token.Fetched{}, fmt.Errorf("authorizer %s: %w", f.AuthorizerAppID, err)
 	}
-	comp, err := f.Component.Token(ctx)
-	if err != nil {
-		return token.Fetched{}, fmt.Errorf("authorizer %s needs the component_access_token: %w", f.AuthorizerAppID, err)
+	var fetched token.Fetched
+	var next string
+	get := func(componentToken string) (err error) {
+		fetched, next, err = f.get(ctx, componentToken, refresh)
+		return err
 	}
-	fetched, next, err := f.get(ctx, comp.Value, refresh)
+	err = withComponentToken(ctx, f.Component, get)
 	var apiErr *token.APIError
-	if errors.As(err, &apiErr) && slices.Contains(f.RejectedBy, apiErr.Code) {
-		fresh, refreshErr := f.Component.Refresh(ctx, token.Rejection{Token: comp, Source: token.FromProxy})
-		if refreshErr != nil {
-			return token.Fetched{}, fmt.Errorf("%w; no new component_access_token: %w", err, refreshErr)
-		}
-		comp = fresh
-		fetched, next, err = f.get(ctx, comp.Value, refresh)
-	}
 	if errors.As(err, &apiErr) && apiErr.Code == errRefreshTokenRefused && f.Recover != nil {
 		// The stored refresh token is stale (rotated elsewhere, restored
 		// from a backup): WeChat's list of authorizations has the current one.
@@ -84,8 +75,11 @@ func (f *AuthorizerFetcher) Fetch(ctx context.Context, _ bool) (token.Fetched, e
 		}
 		if again, loadErr := f.RefreshToken(ctx); loadErr == nil && again != refresh {
 			refresh = again
-			fetched, next, err = f.get(ctx, comp.Value, refresh)
+			err = withComponentToken(ctx, f.Component, get)
 		}
+	}
+	if err != nil && !errors.As(err, &apiErr) {
+		return token.Fetched{}, fmt.Errorf("authorizer %s: %w", f.AuthorizerAppID, err)
 	}
 	if err == nil && next != "" && next != refresh && f.Save != nil {
 		f.Save(next)

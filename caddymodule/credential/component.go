@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -68,4 +69,24 @@ func loadVerifyTicket(ctx context.Context, store token.Store, componentAppID str
 		return t, errors.New("the stored component_verify_ticket is unreadable")
 	}
 	return t, nil
+}
+
+// withComponentToken calls call with the platform's component_access_token
+// and, if WeChat rejects it, once more with a fresh one (the same single
+// flight and budgets as a proxied request's).
+func withComponentToken(ctx context.Context, comp Refresher, call func(componentToken string) error) error {
+	tok, err := comp.Token(ctx)
+	if err != nil {
+		return err
+	}
+	err = call(tok.Value)
+	var apiErr *token.APIError
+	if !errors.As(err, &apiErr) || !slices.Contains(Component.RejectedBy, apiErr.Code) {
+		return err
+	}
+	fresh, refreshErr := comp.Refresh(ctx, token.Rejection{Token: tok, Source: token.FromProxy})
+	if refreshErr != nil {
+		return fmt.Errorf("%w; no new component_access_token: %w", err, refreshErr)
+	}
+	return call(fresh.Value)
 }

@@ -6,13 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"slices"
 	"strconv"
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/caddy-wechat/caddy-wechat/caddymodule/token"
 )
 
 // A platform's authorizations: one record per account in the storage,
@@ -129,19 +126,11 @@ func (a *accounts) exchange(ctx context.Context, p *Platform, code string) (Auth
 	if err != nil {
 		return AuthorizationInfo{}, err
 	}
-	tok, err := comp.Token(ctx)
-	if err != nil {
-		return AuthorizationInfo{}, err
-	}
-	info, err := QueryAuth(ctx, a.reg.client, p.spec.APIBase, p.spec.ID, tok.Value, code)
-	var apiErr *token.APIError
-	if errors.As(err, &apiErr) && slices.Contains(Component.RejectedBy, apiErr.Code) {
-		fresh, refreshErr := comp.Refresh(ctx, token.Rejection{Token: tok, Source: token.FromProxy})
-		if refreshErr != nil {
-			return AuthorizationInfo{}, fmt.Errorf("%w; no new component_access_token: %w", err, refreshErr)
-		}
-		info, err = QueryAuth(ctx, a.reg.client, p.spec.APIBase, p.spec.ID, fresh.Value, code)
-	}
+	var info AuthorizationInfo
+	err = withComponentToken(ctx, comp, func(componentToken string) error {
+		info, err = QueryAuth(ctx, a.reg.client, p.spec.APIBase, p.spec.ID, componentToken, code)
+		return err
+	})
 	return info, err
 }
 

@@ -93,11 +93,12 @@ func (a *accounts) walkList(ctx context.Context) (SyncResult, error) {
 		return res, err
 	}
 	for offset := 0; ; {
-		tok, err := comp.Token(ctx)
-		if err != nil {
-			return res, err
-		}
-		page, total, err := ListAuthorizers(ctx, a.reg.client, p.spec.APIBase, p.spec.ID, tok.Value, offset)
+		var page []Listed
+		var total int
+		err := withComponentToken(ctx, comp, func(componentToken string) (err error) {
+			page, total, err = ListAuthorizers(ctx, a.reg.client, p.spec.APIBase, p.spec.ID, componentToken, offset)
+			return err
+		})
 		if err != nil {
 			return res, fmt.Errorf("api_get_authorizer_list at %d: %w", offset, err)
 		}
