@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/caddy-wechat/caddy-wechat/emulator"
 )
@@ -127,5 +129,31 @@ func TestFormTokenStrippedFromABodyInAFile(t *testing.T) {
 	w.Revoke(w.AppID)
 	if a := post(t, c.url("/cgi-bin/message/custom/send"), "application/x-www-form-urlencoded", form); a.Errcode != 0 || a.BodySHA256 != sha(want) {
 		t.Fatalf("replayed after a revocation: %d bytes, errcode %d", a.BodyBytes, a.Errcode)
+	}
+}
+
+// A request that meets a rejection does not wait on the storage: with
+// every Redis round trip 2 s late, the stable token's refresh (which
+// hands every caller the same token) and the replay take no round trip.
+func TestRejectionRefreshWaitsOnNoStorage(t *testing.T) {
+	t.Parallel()
+	redis := startRedisServer(t)
+	const delay = 2 * time.Second
+	proxy := startDelayProxy(t, redis.addr(), delay)
+	_, portText, _ := net.SplitHostPort(proxy)
+	var port int
+	fmt.Sscan(portText, &port)
+	w := startWeChat(t, emulator.Config{})
+	c := startCaddyWith(t, w, w.tokenBlock("stable"), caddyOptions{storageConfig: redisStorage(port)})
+	waitFor(t, "the first token", func() bool { return get(t, c.url("/cgi-bin/get_api_domain_ip")).Errcode == 0 })
+	for range 3 { // the refresh budget's burst
+		w.Revoke(w.AppID)
+		began := time.Now()
+		if a := get(t, c.url("/cgi-bin/user/info?openid=o1")); a.Errcode != 0 {
+			t.Fatalf("after a revocation: %s", a.Raw)
+		}
+		if took := time.Since(began); took >= delay {
+			t.Fatalf("a request that met a rejection took %s: it waited on the storage (one round trip: %s)", took.Round(time.Millisecond), delay)
+		}
 	}
 }

@@ -213,7 +213,6 @@ func (m *Manager) obtain(j job) (Token, error) {
 		// caller the same current token: fetching beside another instance
 		// costs nothing, so the fleet's storage (which may be slow) is left
 		// off their path; the token is saved for the fleet beside them.
-		m.saving.Wait()
 		tok, err := fetch()
 		if err == nil {
 			m.saveBeside(tok, nil)
@@ -277,7 +276,13 @@ func (m *Manager) saveBeside(tok Token, unlock func()) {
 	go func() {
 		defer m.saving.Done()
 		defer m.savingNow.Add(-1)
-		m.saveShared(&tok)
+		// One save at a time, and only of the token still held: saves
+		// ending out of order must not leave an older token stored.
+		m.saveMu.Lock()
+		if cur := m.current.Load(); cur == nil || cur.Value == tok.Value {
+			m.saveShared(&tok)
+		}
+		m.saveMu.Unlock()
 		if unlock != nil {
 			unlock()
 		}

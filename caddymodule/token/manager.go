@@ -158,6 +158,7 @@ type Manager struct {
 	// requests that wait for them); Stop waits for them.
 	saving    sync.WaitGroup
 	savingNow atomic.Int32
+	saveMu    sync.Mutex // one save beside the requests at a time
 
 	scheduled      bool
 	onSchedule     func()
