@@ -34,7 +34,15 @@ func TestStreamedRejectionStillRefreshes(t *testing.T) {
 	if a := post(t, c.url("/cgi-bin/media/uploadimg"), "application/octet-stream", big); a.Errcode != 40001 {
 		t.Fatalf("a streamed upload after a revocation: %s, want WeChat's 40001 as it came", a.Raw)
 	}
-	waitFor(t, "a new token after the streamed upload's rejection", func() bool { return w.Stats().Issued() > before.Issued() })
+	// The refresh runs beside the answer: wait until the proxy holds its
+	// result (the emulator issuing the token comes a moment before that).
+	waitFor(t, "the proxy's refresh after the streamed upload's rejection", func() bool {
+		var st []struct {
+			PassiveRefreshes int `json:"passive_refreshes"`
+		}
+		c.adminCall(t, http.MethodGet, "/wechat_token/apps", &st)
+		return len(st) == 1 && st[0].PassiveRefreshes >= 1
+	})
 	if a := post(t, c.url("/cgi-bin/media/uploadimg"), "application/octet-stream", big); a.Errcode != 0 || a.BodySHA256 != sha(big) {
 		t.Fatalf("the next upload: %s", a.Raw)
 	}
