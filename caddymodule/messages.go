@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -230,7 +231,8 @@ func (m *Messages) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	if err != nil || len(body) > maxMessage {
 		return m.refuse(w, account, &credential.Refusal{Reason: credential.RefusedMalformed, Err: errors.New("the push could not be read, or is too large")})
 	}
-	push, err := m.receiver.Open(r.URL.Query(), body, now)
+	query := r.URL.Query()
+	push, err := m.receiver.Open(query, body, now)
 	if err != nil {
 		return m.refuse(w, account, err)
 	}
@@ -239,7 +241,7 @@ func (m *Messages) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 		return m.refuse(w, account, err)
 	}
 	m.stats.received.Add(1)
-	toApp, rec := appRequest(r, push, account)
+	toApp, rec := appRequest(r, query, push, account)
 	answer, repeat, err := deliveries.Deliver(r.Context(), m.app.creds.Storage(), m.receiver.ID+"/"+account, createTime, key,
 		func(ctx context.Context) (credential.Answer, error) { return m.deliver(ctx, toApp, rec, next) })
 	if repeat {
@@ -288,13 +290,13 @@ var pushParams = []string{"signature", "msg_signature", "timestamp", "nonce", "e
 // message, on a context that WeChat hanging up does not cancel, with a
 // replacer and variables of its own (the original request's may be
 // logged while this one runs on), and the answerRecorder it answers to.
-func appRequest(r *http.Request, push credential.Push, account string) (*http.Request, *answerRecorder) {
+// q is r's query, parsed once for the push's checks; it is not kept.
+func appRequest(r *http.Request, q url.Values, push credential.Push, account string) (*http.Request, *answerRecorder) {
 	rec := &answerRecorder{header: http.Header{}}
 	r2 := r.Clone(context.WithoutCancel(r.Context()))
 	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
 		r2 = caddyhttp.PrepareRequest(r2, caddy.NewReplacer(), rec, srv)
 	}
-	q := r.URL.Query()
 	for _, p := range pushParams {
 		q.Del(p)
 	}
