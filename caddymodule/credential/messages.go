@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io/fs"
 	"strconv"
 	"strings"
 	"sync"
@@ -263,9 +262,9 @@ func deleteRecord(store Storage, key string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := store.Delete(ctx, key); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		_ = err // the record says delivering; it is ignored after deliveryTimeout
-	}
+	// A failed delete leaves a "delivering" mark, which is ignored once
+	// deliveryTimeout has passed: at worst a re-delivery waits, then retries.
+	_ = store.Delete(ctx, key)
 }
 
 // sweep removes a receiver's records older than recordsKept minutes, at
