@@ -59,6 +59,7 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzStripToken$$' -fuzztime $(FUZZTIME) ./caddymodule/wxhttp
 	go test -run '^$$' -fuzz '^FuzzTokenEndpointPath$$' -fuzztime $(FUZZTIME) ./caddymodule/wxhttp
 	go test -run '^$$' -fuzz '^FuzzCaddyfile$$' -fuzztime $(FUZZTIME) ./caddymodule
+	go test -run '^$$' -fuzz '^FuzzFlatFields$$' -fuzztime $(FUZZTIME) ./caddymodule/credential
 
 # The soak: load, short token lives, random revocations and token-endpoint
 # outages, every request and token counted; one instance, then three sharing

@@ -227,7 +227,7 @@ func (m *Messages) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 		w.Header().Set("Allow", "GET, POST")
 		return writeWeChatError(w, http.StatusMethodNotAllowed, "wechat_token: the message URL takes WeChat's GET (URL check) and POST (pushes)")
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxMessage+1))
+	body, err := readPush(r)
 	if err != nil || len(body) > maxMessage {
 		return m.refuse(w, account, &credential.Refusal{Reason: credential.RefusedMalformed, Err: errors.New("the push could not be read, or is too large")})
 	}
@@ -272,6 +272,19 @@ func (m *Messages) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	w.Header().Set("Content-Type", messageType(push))
 	_, err = w.Write(sealed)
 	return err
+}
+
+// readPush reads a push's body, up to maxMessage and a byte, into a
+// buffer of its Content-Length when it has one.
+func readPush(r *http.Request) ([]byte, error) {
+	if r.ContentLength < 0 || r.ContentLength > maxMessage {
+		return io.ReadAll(io.LimitReader(r.Body, maxMessage+1))
+	}
+	body := make([]byte, r.ContentLength)
+	if _, err := io.ReadFull(r.Body, body); err != nil {
+		return nil, err
+	}
+	return body, nil
 }
 
 // messageType is the Content-Type of a message in push's format.

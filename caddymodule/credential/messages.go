@@ -151,19 +151,16 @@ func (d *Deliveries) run(store Storage, receiverID, storeKey, id string, f *deli
 	// it is written beside the delivery, and only if the app has not
 	// answered within markAfter (most answer in milliseconds).
 	marked := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
+	mark := time.AfterFunc(markAfter, func() {
 		defer close(marked)
-		select {
-		case <-finished:
-		case <-time.After(markAfter):
-			storeRecord(store, storeKey, record{State: "delivering", At: time.Now()})
-		}
-	}()
+		storeRecord(store, storeKey, record{State: "delivering", At: time.Now()})
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), deliveryTimeout)
 	f.answer, f.err = deliver(ctx)
 	cancel()
-	close(finished)
+	if mark.Stop() {
+		close(marked) // never marked
+	}
 	if f.err != nil {
 		// Before WeChat hears of the failure: its next delivery, on any
 		// instance, must find nothing and deliver again.

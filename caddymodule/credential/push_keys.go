@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -193,13 +194,17 @@ func (r *MessageReceiver) Open(q url.Values, body []byte, now time.Time) (Push, 
 	if p.JSON {
 		sealed = gjson.GetBytes(body, "Encrypt").String()
 	} else {
-		var env struct {
-			Encrypt string `xml:"Encrypt"`
+		var field [1]string
+		if !rootFields(body, envelopeFields, field[:]) {
+			var env struct {
+				Encrypt string `xml:"Encrypt"`
+			}
+			if err := xml.Unmarshal(body, &env); err != nil {
+				return Push{}, refuse(RefusedMalformed, "not WeChat's XML: %v", err)
+			}
+			field[0] = env.Encrypt
 		}
-		if err := xml.Unmarshal(body, &env); err != nil {
-			return Push{}, refuse(RefusedMalformed, "not WeChat's XML: %v", err)
-		}
-		sealed = env.Encrypt
+		sealed = field[0]
 	}
 	if sealed == "" {
 		return Push{}, refuse(RefusedMalformed, "no Encrypt field")
@@ -242,47 +247,52 @@ func (r *MessageReceiver) Seal(p Push, reply []byte, now time.Time) ([]byte, err
 // and the kind's EventFields. createTime is the message's CreateTime (0 when unreadable), which
 // files its record in the storage.
 func (r *MessageReceiver) MessageKey(p Push) (key string, createTime int64, err error) {
-	fields := append([]string{"MsgId", "MsgID", "FromUserName", "CreateTime", "Event"}, r.Kind.EventFields...)
-	values := map[string]string{}
+	names := r.Kind.keyFields()
+	var buf [8]string
+	values := buf[:len(names)]
+	if len(names) > len(buf) {
+		values = make([]string, len(names))
+	}
 	if p.JSON {
-		for _, f := range fields {
-			if v := gjson.GetBytes(p.Plain, f); v.Exists() {
-				values[f] = v.String()
-			}
+		for i, f := range names {
+			values[i] = gjson.GetBytes(p.Plain, f).String()
 		}
 	} else {
-		dec := xml.NewDecoder(bytes.NewReader(p.Plain))
-		depth := 0
-		for {
-			tok, err := dec.Token()
-			if err != nil {
-				break
-			}
-			switch t := tok.(type) {
-			case xml.StartElement:
-				depth++
-				if depth == 2 {
-					var v string
-					if err := dec.DecodeElement(&v, &t); err == nil {
-						values[t.Name.Local] = v
-					}
-					depth--
-				}
-			case xml.EndElement:
-				depth--
-			}
-		}
+		readRootFields(p.Plain, names, values)
 	}
-	createTime, _ = strconv.ParseInt(values["CreateTime"], 10, 64)
-	if id := values["MsgId"] + values["MsgID"]; id != "" {
+	msgID, msgIDUpper, from, created, event := values[0], values[1], values[2], values[3], values[4]
+	createTime, _ = strconv.ParseInt(created, 10, 64)
+	if id := msgID + msgIDUpper; id != "" {
 		return "msg:" + id, createTime, nil
 	}
-	if values["FromUserName"] == "" || values["CreateTime"] == "" {
+	if from == "" || created == "" {
 		return "", 0, refuse(RefusedMalformed, "the message has neither a MsgId nor a FromUserName and CreateTime")
 	}
-	key = "event:" + values["FromUserName"] + "|" + values["CreateTime"] + "|" + values["Event"]
-	for _, f := range r.Kind.EventFields {
-		key += "|" + values[f]
+	var b strings.Builder
+	b.WriteString("event:")
+	b.WriteString(from)
+	b.WriteByte('|')
+	b.WriteString(created)
+	b.WriteByte('|')
+	b.WriteString(event)
+	for _, v := range values[len(messageKeyFields):] {
+		b.WriteByte('|')
+		b.WriteString(v)
 	}
-	return key, createTime, nil
+	return b.String(), createTime, nil
+}
+
+// messageKeyFields are the fields of every kind's MessageKey, in the order
+// MessageKey reads them; a kind's EventFields follow.
+var messageKeyFields = []string{"MsgId", "MsgID", "FromUserName", "CreateTime", "Event"}
+
+// envelopeFields is the field of an encrypted XML push.
+var envelopeFields = []string{"Encrypt"}
+
+// keyFields is messageKeyFields and the kind's EventFields.
+func (k *MessageKind) keyFields() []string {
+	if len(k.EventFields) == 0 {
+		return messageKeyFields
+	}
+	return append(slices.Clip(messageKeyFields), k.EventFields...)
 }

@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 )
 
 // ErrSignature is returned for a push whose msg_signature does not match.
@@ -29,7 +28,8 @@ var ErrAppID = errors.New("the message is for another appid")
 // Cipher checks and opens the pushes of one app or platform.
 type Cipher struct {
 	token string
-	key   []byte // 32 bytes; the IV is its first 16
+	key   []byte       // 32 bytes; the IV is its first 16
+	block cipher.Block // AES-256 of key; it keeps no state between calls, so it is shared
 	appID string
 }
 
@@ -49,38 +49,63 @@ func New(token, encodingAESKey, appID string) (*Cipher, error) {
 	if appID == "" {
 		return nil, errors.New("the appid is empty")
 	}
-	return &Cipher{token: token, key: key, appID: appID}, nil
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("aes: %w", err)
+	}
+	return &Cipher{token: token, key: key, block: block, appID: appID}, nil
 }
 
 // Signature is WeChat's msg_signature: the hex SHA-1 of the token,
 // timestamp, nonce and ciphertext, sorted and concatenated.
 func Signature(token, timestamp, nonce, encrypted string) string {
-	parts := []string{token, timestamp, nonce, encrypted}
-	slices.Sort(parts)
-	sum := sha1.Sum([]byte(strings.Join(parts, "")))
+	sum := signatureSum(token, timestamp, nonce, encrypted)
 	return hex.EncodeToString(sum[:])
+}
+
+// signatureSum is the SHA-1 of the parts, sorted and concatenated.
+func signatureSum(parts ...string) [sha1.Size]byte {
+	slices.Sort(parts)
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	joined := make([]byte, 0, n)
+	for _, p := range parts {
+		joined = append(joined, p...)
+	}
+	return sha1.Sum(joined)
+}
+
+// signatureMatches reports, in constant time, whether signature is the
+// hex (either case) of sum.
+func signatureMatches(sum [sha1.Size]byte, signature string) bool {
+	var got [sha1.Size]byte
+	if len(signature) != hex.EncodedLen(sha1.Size) {
+		return false
+	}
+	if _, err := hex.Decode(got[:], []byte(signature)); err != nil {
+		return false
+	}
+	return subtle.ConstantTimeCompare(sum[:], got[:]) == 1
 }
 
 // Open checks msgSignature and decrypts encrypted (the <Encrypt> element),
 // returning the message, which must be for the cipher's appid.
 func (c *Cipher) Open(timestamp, nonce, msgSignature, encrypted string) ([]byte, error) {
-	want := Signature(c.token, timestamp, nonce, encrypted)
-	if subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(msgSignature))) != 1 {
+	if !signatureMatches(signatureSum(c.token, timestamp, nonce, encrypted), msgSignature) {
 		return nil, ErrSignature
 	}
-	data, err := base64.StdEncoding.DecodeString(encrypted)
+	plain := make([]byte, base64.StdEncoding.DecodedLen(len(encrypted)))
+	n, err := base64.StdEncoding.Decode(plain, []byte(encrypted))
 	if err != nil {
 		return nil, fmt.Errorf("the ciphertext is not base64: %w", err)
 	}
-	if len(data) == 0 || len(data)%aes.BlockSize != 0 {
-		return nil, fmt.Errorf("the ciphertext is %d bytes, not whole AES blocks", len(data))
+	plain = plain[:n]
+	if len(plain) == 0 || len(plain)%aes.BlockSize != 0 {
+		return nil, fmt.Errorf("the ciphertext is %d bytes, not whole AES blocks", len(plain))
 	}
-	block, err := aes.NewCipher(c.key)
-	if err != nil {
-		return nil, fmt.Errorf("aes: %w", err)
-	}
-	plain := make([]byte, len(data))
-	cipher.NewCBCDecrypter(block, c.key[:aes.BlockSize]).CryptBlocks(plain, data)
+	cipher.NewCBCDecrypter(c.block, c.key[:aes.BlockSize]).CryptBlocks(plain, plain)
 	// PKCS#7 to a block of 32 bytes, as WeChat pads.
 	pad := int(plain[len(plain)-1])
 	if pad < 1 || pad > 32 || pad > len(plain) || !bytes.Equal(plain[len(plain)-pad:], bytes.Repeat([]byte{byte(pad)}, pad)) {
@@ -92,11 +117,11 @@ func (c *Cipher) Open(timestamp, nonce, msgSignature, encrypted string) ([]byte,
 	if len(plain) < 20 {
 		return nil, errors.New("the plaintext is too short")
 	}
-	n := binary.BigEndian.Uint32(plain[16:20])
-	if uint64(n) > uint64(len(plain)-20) {
+	size := binary.BigEndian.Uint32(plain[16:20])
+	if uint64(size) > uint64(len(plain)-20) {
 		return nil, errors.New("the message length runs past the plaintext")
 	}
-	msg, appID := plain[20:20+n], plain[20+n:]
+	msg, appID := plain[20:20+size], plain[20+size:]
 	if subtle.ConstantTimeCompare(appID, []byte(c.appID)) != 1 {
 		return nil, ErrAppID
 	}
@@ -107,17 +132,14 @@ func (c *Cipher) Open(timestamp, nonce, msgSignature, encrypted string) ([]byte,
 // pushes: the hex SHA-1 of the token, timestamp and nonce, sorted and
 // concatenated.
 func PlainSignature(token, timestamp, nonce string) string {
-	parts := []string{token, timestamp, nonce}
-	slices.Sort(parts)
-	sum := sha1.Sum([]byte(strings.Join(parts, "")))
+	sum := signatureSum(token, timestamp, nonce)
 	return hex.EncodeToString(sum[:])
 }
 
 // CheckPlain reports whether signature is PlainSignature's, in constant
 // time.
 func CheckPlain(token, timestamp, nonce, signature string) bool {
-	want := PlainSignature(token, timestamp, nonce)
-	return subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(signature))) == 1
+	return signatureMatches(signatureSum(token, timestamp, nonce), signature)
 }
 
 // Seal encrypts msg for the cipher's appid as WeChat does (16 random
@@ -135,13 +157,8 @@ func (c *Cipher) Seal(msg []byte, timestamp, nonce string) (encrypted, signature
 	plain = append(plain, c.appID...)
 	pad := 32 - len(plain)%32
 	plain = append(plain, bytes.Repeat([]byte{byte(pad)}, pad)...)
-	block, err := aes.NewCipher(c.key)
-	if err != nil {
-		return "", "", fmt.Errorf("aes: %w", err)
-	}
-	out := make([]byte, len(plain))
-	cipher.NewCBCEncrypter(block, c.key[:aes.BlockSize]).CryptBlocks(out, plain)
-	encrypted = base64.StdEncoding.EncodeToString(out)
+	cipher.NewCBCEncrypter(c.block, c.key[:aes.BlockSize]).CryptBlocks(plain, plain)
+	encrypted = base64.StdEncoding.EncodeToString(plain)
 	return encrypted, Signature(c.token, timestamp, nonce, encrypted), nil
 }
 
