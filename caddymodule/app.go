@@ -58,6 +58,11 @@ type App struct {
 
 	creds  *credential.Config
 	replay *replay.Pool
+	// messages: a wechat_messages handler of this config delivers
+	// through the process's deliveries, which join the fleet on the
+	// config's storage while the config runs (leaveFleet).
+	messages   bool
+	leaveFleet func()
 }
 
 // CaddyModule returns the Caddy module information.
@@ -114,10 +119,21 @@ func (a *App) Provision(ctx caddy.Context) error {
 var replayUsage replay.Usage
 
 // Start attaches the config's credentials and starts the new ones.
-func (a *App) Start() error { return a.creds.Start() }
+func (a *App) Start() error {
+	if err := a.creds.Start(); err != nil {
+		return err
+	}
+	if a.messages {
+		a.leaveFleet = deliveries.Attach(a.creds.Storage(), a.creds.Logger())
+	}
+	return nil
+}
 
 // Stop detaches this config's credentials.
 func (a *App) Stop() error {
+	if a.leaveFleet != nil {
+		a.leaveFleet()
+	}
 	a.creds.Stop()
 	return nil
 }

@@ -134,6 +134,7 @@ func (m *Messages) Provision(ctx caddy.Context) error {
 		return err
 	}
 	m.app = app
+	app.messages = true
 	if m.Component != "" {
 		if m.AppID != "" || m.CorpID != "" || m.Token != "" || m.EncodingAESKey != "" {
 			return fmt.Errorf("%s: component %s takes the platform's token and key; give no app_id, corp_id, token or encoding_aes_key", directive, m.Component)

@@ -360,3 +360,40 @@ func TestFleetDeliversEachMessageOnce(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// A message answered by one instance and re-delivered at once to the
+// other gets the first answer there, not a second delivery; a single
+// instance writes nothing of its messages to the storage.
+func TestFleetAnswersAReDeliveryElsewhereAtOnce(t *testing.T) {
+	t.Parallel()
+	rds := startRedisServer(t)
+	w := startWeChat(t, emulator.Config{})
+	app := startApp(t, replyText("first", 0))
+	site := messagesSite(app, "app_id wxmsg00000000001\n\t\ttoken "+pushToken+"\n\t\tencoding_aes_key "+pushAESKey)
+	a := startMessages(t, w, site, caddyOptions{storageConfig: redisStorage(rds.port)})
+	target := func(c *caddy) emulator.PushTarget {
+		return emulator.PushTarget{URL: c.url("/"), Kind: emulator.KindOfficialAccount, Mode: emulator.ModeSafe, Token: pushToken, AESKey: pushAESKey, ReceiverID: "wxmsg00000000001"}
+	}
+	alone := emulator.TextMessage("o1", pushSecret)
+	if res, err := emulator.PushMessage(context.Background(), target(a), alone, emulator.PushOptions{}); err != nil || !res.Delivered {
+		t.Fatalf("alone: %v: %s", err, summary(res))
+	}
+	if keys := rds.keys(t, "*messages/*"); len(keys) != 0 {
+		t.Fatalf("a single instance stored its message: %v", keys)
+	}
+	b := startMessages(t, w, site, caddyOptions{storageConfig: redisStorage(rds.port)})
+	for i, msg := range []emulator.Message{alone, emulator.TextMessage("o2", pushSecret)} {
+		if i == 1 {
+			if res, err := emulator.PushMessage(context.Background(), target(a), msg, emulator.PushOptions{}); err != nil || !res.Delivered {
+				t.Fatalf("through the first instance: %v: %s", err, summary(res))
+			}
+		}
+		res, err := emulator.PushMessage(context.Background(), target(b), msg, emulator.PushOptions{})
+		if err != nil || !res.Delivered || !strings.Contains(string(res.Reply), "first") {
+			t.Fatalf("message %d re-delivered to the other instance: %v: %s", i+1, err, summary(res))
+		}
+	}
+	if got := len(app.requests()); got != 2 {
+		t.Fatalf("the app got %d requests for two messages, each pushed to both instances", got)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,6 +79,36 @@ func (r *redisServer) Stop() {
 }
 
 func (r *redisServer) addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
+
+// keys is the server's KEYS pattern (a test's server holds a few keys).
+func (r *redisServer) keys(t *testing.T, pattern string) []string {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", r.addr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "*2\r\n$4\r\nKEYS\r\n$%d\r\n%s\r\n", len(pattern), pattern)
+	rd := bufio.NewReader(conn)
+	line, err := rd.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "*") {
+		t.Fatalf("KEYS %s: %q %v", pattern, line, err)
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(line[1:]))
+	keys := make([]string, 0, n)
+	for range n {
+		if _, err := rd.ReadString('\n'); err != nil { // $<length>
+			t.Fatal(err)
+		}
+		key, err := rd.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, strings.TrimSuffix(key, "\r\n"))
+	}
+	return keys
+}
 
 // redisStorage is the storage option for a redis-server on port.
 func redisStorage(port int) string {

@@ -79,6 +79,13 @@ func withdrawalsLock(componentAppID string) string { return prefix + "_withdrawa
 // CreateTime so that old ones are removed by the minute.
 func messagesPrefix(receiverID string) string { return prefix + "/messages/" + receiverID }
 
+// fleetPrefix is where the instances delivering messages say so (one
+// presence record each, messages_fleet.go).
+func fleetPrefix() string { return prefix + "/message_fleet" }
+
+// presenceKey is an instance's presence record.
+func presenceKey(id string) string { return fleetPrefix() + "/" + id + ".json" }
+
 // messageKey is the record of one message: the key hashed (it holds a
 // user's openid).
 func messageKey(receiverID string, minute int64, key string) string {

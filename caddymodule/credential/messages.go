@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,7 +15,9 @@ import (
 // re-delivers a push that got no answer within 5 s up to three times: a
 // re-delivery of a message in flight waits for the first delivery's
 // answer; of one answered, gets the same answer (for answerKept), on any
-// instance sharing the storage. Only a read is on the message's path; the
+// instance sharing the storage. A single instance keeps them in memory
+// (messages_fleet.go: the storage is used only while other instances
+// deliver through it). In a fleet a read is on the message's path; the
 // writes that tell the fleet (the message is being delivered, then its
 // answer) are made beside it: another instance needs them before WeChat's
 // re-delivery, 5 s later at the earliest, not before the app sees the
@@ -53,17 +56,29 @@ type Deliveries struct {
 	answered map[string]answered
 	expiry   []expiring // answered keys, oldest first
 	swept    map[string]int64
+
+	company    *company
+	shareUntil atomic.Int64 // Unix ns: until then the fleet is told of every message
 }
 
 type delivery struct {
-	done   chan struct{}
-	answer Answer
-	err    error
+	done     chan struct{}
+	answer   Answer
+	err      error
+	storeKey string
+
+	// The mark that it is being delivered, written by a timer or a
+	// handover, never after the delivery settled (which would hide its
+	// answer from the fleet).
+	markMu  sync.Mutex
+	settled bool
+	marked  bool
 }
 
 type answered struct {
-	answer Answer
-	until  time.Time
+	answer   Answer
+	until    time.Time
+	storeKey string
 }
 
 type expiring struct {
@@ -73,7 +88,7 @@ type expiring struct {
 
 // NewDeliveries returns an empty Deliveries.
 func NewDeliveries() *Deliveries {
-	return &Deliveries{inflight: map[string]*delivery{}, answered: map[string]answered{}, swept: map[string]int64{}}
+	return &Deliveries{inflight: map[string]*delivery{}, answered: map[string]answered{}, swept: map[string]int64{}, company: newCompany()}
 }
 
 // record is a message's record in the storage.
@@ -101,14 +116,16 @@ func (d *Deliveries) Deliver(ctx context.Context, store Storage, receiverID stri
 	} else if f != nil {
 		return d.wait(ctx, f, true)
 	}
-	// Another instance may have it (a re-delivery that came here).
-	if rec, ok := loadRecord(ctx, store, storeKey); ok {
-		switch {
-		case rec.State == "answered":
-			d.remember(id, rec.Answer)
-			return rec.Answer, true, nil
-		case rec.State == "delivering" && time.Since(rec.At) < deliveryTimeout:
-			return d.waitElsewhere(ctx, store, storeKey, id)
+	if store != nil && d.sharing(time.Now()) {
+		// Another instance may have it (a re-delivery that came here).
+		if rec, ok := loadRecord(ctx, store, storeKey); ok {
+			switch {
+			case rec.State == "answered":
+				d.remember(id, storeKey, rec.Answer)
+				return rec.Answer, true, nil
+			case rec.State == "delivering" && time.Since(rec.At) < deliveryTimeout:
+				return d.waitElsewhere(ctx, store, storeKey, id)
+			}
 		}
 	}
 	d.mu.Lock()
@@ -116,10 +133,10 @@ func (d *Deliveries) Deliver(ctx context.Context, store Storage, receiverID stri
 		d.mu.Unlock()
 		return d.wait(ctx, f, true)
 	}
-	f := &delivery{done: make(chan struct{})}
+	f := &delivery{done: make(chan struct{}), storeKey: storeKey}
 	d.inflight[id] = f
 	d.mu.Unlock()
-	go d.run(store, receiverID, storeKey, id, f, deliver)
+	go d.run(store, receiverID, id, f, deliver)
 	return d.wait(ctx, f, false)
 }
 
@@ -144,41 +161,55 @@ func (d *Deliveries) wait(ctx context.Context, f *delivery, repeat bool) (Answer
 	}
 }
 
-// run delivers, detached, and tells the fleet.
-func (d *Deliveries) run(store Storage, receiverID, storeKey, id string, f *delivery, deliver func(context.Context) (Answer, error)) {
+// run delivers, detached, and tells the fleet while it shares.
+func (d *Deliveries) run(store Storage, receiverID, id string, f *delivery, deliver func(context.Context) (Answer, error)) {
 	// The mark that the message is being delivered is needed only by a
 	// re-delivery reaching another instance, 5 s from now at the earliest:
 	// it is written beside the delivery, and only if the app has not
 	// answered within markAfter (most answer in milliseconds).
-	marked := make(chan struct{})
-	mark := time.AfterFunc(markAfter, func() {
-		defer close(marked)
-		storeRecord(store, storeKey, record{State: "delivering", At: time.Now()})
-	})
+	var mark *time.Timer
+	if store != nil {
+		mark = time.AfterFunc(markAfter, func() { f.markDelivering(store, d.sharing(time.Now())) })
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), deliveryTimeout)
 	f.answer, f.err = deliver(ctx)
 	cancel()
-	if mark.Stop() {
-		close(marked) // never marked
+	if mark != nil {
+		mark.Stop()
 	}
-	if f.err != nil {
+	f.markMu.Lock()
+	f.settled = true
+	if f.err != nil && f.marked {
 		// Before WeChat hears of the failure: its next delivery, on any
 		// instance, must find nothing and deliver again.
-		<-marked
-		deleteRecord(store, storeKey)
+		deleteRecord(store, f.storeKey)
 	}
+	f.markMu.Unlock()
 	d.mu.Lock()
 	delete(d.inflight, id)
 	if f.err == nil {
-		d.rememberLocked(id, f.answer)
+		d.rememberLocked(id, f.storeKey, f.answer)
 	}
 	d.mu.Unlock()
 	close(f.done)
-	<-marked
+	if store == nil || !d.sharing(time.Now()) {
+		return
+	}
 	if f.err == nil {
-		storeRecord(store, storeKey, record{State: "answered", At: time.Now(), Answer: f.answer})
+		storeRecord(store, f.storeKey, record{State: "answered", At: time.Now(), Answer: f.answer})
 	}
 	d.sweep(store, receiverID)
+}
+
+// markDelivering writes the mark that f is being delivered, if share and
+// f has not settled.
+func (f *delivery) markDelivering(store Storage, share bool) {
+	f.markMu.Lock()
+	defer f.markMu.Unlock()
+	if share && !f.settled {
+		storeRecord(store, f.storeKey, record{State: "delivering", At: time.Now()})
+		f.marked = true
+	}
 }
 
 // waitElsewhere waits for the answer another instance is getting.
@@ -194,7 +225,7 @@ func (d *Deliveries) waitElsewhere(ctx context.Context, store Storage, storeKey,
 		case <-tick.C:
 		}
 		if rec, ok := loadRecord(ctx, store, storeKey); ok && rec.State == "answered" {
-			d.remember(id, rec.Answer)
+			d.remember(id, storeKey, rec.Answer)
 			return rec.Answer, true, nil
 		} else if !ok {
 			return Answer{}, true, ErrDeliveringElsewhere // it failed there: WeChat's next delivery
@@ -202,15 +233,15 @@ func (d *Deliveries) waitElsewhere(ctx context.Context, store Storage, storeKey,
 	}
 }
 
-func (d *Deliveries) remember(id string, a Answer) {
+func (d *Deliveries) remember(id, storeKey string, a Answer) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.rememberLocked(id, a)
+	d.rememberLocked(id, storeKey, a)
 }
 
 // rememberLocked keeps an answer for answerKept and forgets expired ones:
 // memory holds what answerKept brings, not more.
-func (d *Deliveries) rememberLocked(id string, a Answer) {
+func (d *Deliveries) rememberLocked(id, storeKey string, a Answer) {
 	now := time.Now()
 	for len(d.expiry) > 0 && now.After(d.expiry[0].until) {
 		if cur, ok := d.answered[d.expiry[0].key]; ok && !now.Before(cur.until) {
@@ -219,7 +250,7 @@ func (d *Deliveries) rememberLocked(id string, a Answer) {
 		d.expiry = d.expiry[1:]
 	}
 	until := now.Add(answerKept)
-	d.answered[id] = answered{answer: a, until: until}
+	d.answered[id] = answered{answer: a, until: until, storeKey: storeKey}
 	d.expiry = append(d.expiry, expiring{id, until})
 }
 

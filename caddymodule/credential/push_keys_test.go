@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,8 +94,11 @@ func TestMessageReceiverOpensWhatWeChatPushes(t *testing.T) {
 // it, a repeat after gets the same answer, also through another instance
 // (another Deliveries) on the same storage; a failure keeps nothing.
 func TestDeliveriesDeliverOnce(t *testing.T) {
+	t.Parallel()
 	store := newMemStorage()
 	a, b := NewDeliveries(), NewDeliveries()
+	t.Cleanup(a.Attach(store, nil))
+	t.Cleanup(b.Attach(store, nil)) // returns once a shares
 	release, entered := make(chan struct{}), make(chan struct{})
 	calls := 0
 	deliver := func(ctx context.Context) (Answer, error) {
@@ -123,16 +127,7 @@ func TestDeliveriesDeliverOnce(t *testing.T) {
 	if calls != 1 {
 		t.Fatalf("%d deliveries", calls)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if rec, ok := loadRecord(context.Background(), store, messageKey("wxapp", 1, "msg:1")); ok && rec.State == "answered" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the answer was never stored for the fleet")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitAnswerStored(t, store, "wxapp", 1, "msg:1")
 	ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", 60, "msg:1", func(context.Context) (Answer, error) {
 		t.Error("delivered again through another instance")
 		return Answer{}, nil
@@ -146,8 +141,145 @@ func TestDeliveriesDeliverOnce(t *testing.T) {
 	if _, _, err := a.Deliver(context.Background(), store, "wxapp", 60, "msg:2", failing); err == nil {
 		t.Fatal("a failed delivery answered")
 	}
-	if _, _, err := a.Deliver(context.Background(), store, "wxapp", 60, "msg:2", failing); err == nil || fails != 2 {
+	if _, _, err := b.Deliver(context.Background(), store, "wxapp", 60, "msg:2", failing); err == nil || fails != 2 {
 		t.Fatalf("after a failure: %d deliveries, %v", fails, err)
+	}
+}
+
+func waitAnswerStored(t *testing.T, store Storage, receiverID string, minute int64, key string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if rec, ok := loadRecord(context.Background(), store, messageKey(receiverID, minute, key)); ok && rec.State == "answered" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the answer to %s was never stored for the fleet", key)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// messageRecords are the message records in store.
+func messageRecords(store *memStorage) []string {
+	var out []string
+	for _, k := range store.keys() {
+		if strings.HasPrefix(k, prefix+"/messages/") {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// Alone on its storage, an instance keeps its messages in memory: the
+// storage holds its presence and nothing of a message.
+func TestAloneNothingOfAMessageIsStored(t *testing.T) {
+	t.Parallel()
+	store := newMemStorage()
+	d := NewDeliveries()
+	t.Cleanup(d.Attach(store, nil))
+	loads := func() int { store.mu.Lock(); defer store.mu.Unlock(); return store.loads }
+	before := loads()
+	deliver := func(context.Context) (Answer, error) { return Answer{Body: []byte("r")}, nil }
+	for i := range 20 {
+		if _, repeat, err := d.Deliver(context.Background(), store, "wxapp", 60, "msg:"+strconv.Itoa(i), deliver); err != nil || repeat {
+			t.Fatalf("message %d: repeat %v, %v", i, repeat, err)
+		}
+	}
+	if _, repeat, err := d.Deliver(context.Background(), store, "wxapp", 60, "msg:3", deliver); err != nil || !repeat {
+		t.Fatalf("a re-delivery alone: repeat %v, %v", repeat, err)
+	}
+	if n := loads() - before; n != 0 {
+		t.Fatalf("%d storage reads for 21 pushes alone", n)
+	}
+	if recs := messageRecords(store); len(recs) != 0 {
+		t.Fatalf("alone, message records were stored: %v", recs)
+	}
+	if got := store.keys(); len(got) != 1 || !strings.HasPrefix(got[0], fleetPrefix()+"/") {
+		t.Fatalf("stored %v, want the presence record alone", got)
+	}
+}
+
+// An instance joining one that was alone gets, before it starts, what it
+// needs for re-deliveries: the answers given before it came and the
+// deliveries under way; from then on each message is shared as it goes.
+func TestNewcomerAnswersWhatTheFleetAnsweredBeforeIt(t *testing.T) {
+	t.Parallel()
+	store := newMemStorage()
+	a, b := NewDeliveries(), NewDeliveries()
+	t.Cleanup(a.Attach(store, nil))
+	once := func(body string) func(context.Context) (Answer, error) {
+		return func(context.Context) (Answer, error) { return Answer{Body: []byte(body)}, nil }
+	}
+	never := func(context.Context) (Answer, error) {
+		t.Error("delivered again through the newcomer")
+		return Answer{}, nil
+	}
+	if _, _, err := a.Deliver(context.Background(), store, "wxapp", 60, "msg:1", once("before")); err != nil {
+		t.Fatal(err)
+	}
+	release, entered := make(chan struct{}), make(chan struct{})
+	inFlight := make(chan error, 1)
+	go func() {
+		_, _, err := a.Deliver(context.Background(), store, "wxapp", 60, "msg:2", func(context.Context) (Answer, error) {
+			close(entered)
+			<-release
+			return Answer{Body: []byte("slow")}, nil
+		})
+		inFlight <- err
+	}()
+	<-entered
+	t.Cleanup(b.Attach(store, nil))
+	if ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", 60, "msg:1", never); err != nil || !repeat || string(ans.Body) != "before" {
+		t.Fatalf("answered before the newcomer came: %q %v %v", ans.Body, repeat, err)
+	}
+	waiting := make(chan Answer, 1)
+	go func() {
+		ans, _, err := b.Deliver(context.Background(), store, "wxapp", 60, "msg:2", never)
+		if err != nil {
+			t.Error(err)
+		}
+		waiting <- ans
+	}()
+	time.Sleep(300 * time.Millisecond) // the re-delivery is waiting on the other instance
+	close(release)
+	if err := <-inFlight; err != nil {
+		t.Fatal(err)
+	}
+	if ans := <-waiting; string(ans.Body) != "slow" {
+		t.Fatalf("a re-delivery while the first was under way elsewhere: %q", ans.Body)
+	}
+	// Answered by a, at once re-delivered to b.
+	if _, _, err := a.Deliver(context.Background(), store, "wxapp", 60, "msg:3", once("now")); err != nil {
+		t.Fatal(err)
+	}
+	waitAnswerStored(t, store, "wxapp", 1, "msg:3")
+	if ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", 60, "msg:3", never); err != nil || !repeat || string(ans.Body) != "now" {
+		t.Fatalf("answered by the other instance just before: %q %v %v", ans.Body, repeat, err)
+	}
+}
+
+// An instance that stops leaves its answers to its successor, which
+// shares for a while after: a re-delivery across a restart is answered.
+func TestSuccessorAnswersWhatThePredecessorAnswered(t *testing.T) {
+	t.Parallel()
+	store := newMemStorage()
+	a := NewDeliveries()
+	leave := a.Attach(store, nil)
+	if _, _, err := a.Deliver(context.Background(), store, "wxapp", 60, "msg:1", func(context.Context) (Answer, error) {
+		return Answer{Body: []byte("first life")}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	leave()
+	b := NewDeliveries()
+	t.Cleanup(b.Attach(store, nil))
+	ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", 60, "msg:1", func(context.Context) (Answer, error) {
+		t.Error("delivered again after a restart")
+		return Answer{}, nil
+	})
+	if err != nil || !repeat || string(ans.Body) != "first life" {
+		t.Fatalf("after a restart: %q %v %v", ans.Body, repeat, err)
 	}
 }
 

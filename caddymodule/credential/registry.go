@@ -360,3 +360,6 @@ func (r *Registry) Platform(name string) *Platform {
 
 // Storage is the config's storage, shared with the fleet.
 func (c *Config) Storage() Storage { return c.store }
+
+// Logger is the config's logger.
+func (c *Config) Logger() *zap.Logger { return c.logger }
