@@ -351,7 +351,11 @@ func (m *Messages) deliver(ctx context.Context, r *http.Request, rec *answerReco
 		return credential.Answer{}, fmt.Errorf("the app's reply is larger than %d bytes", maxMessage)
 	}
 	m.stats.forwarded.Add(1)
-	return credential.Answer{Body: bytes.Clone(rec.body.Bytes())}, nil
+	reply := bytes.TrimSpace(rec.body.Bytes())
+	if len(reply) == 0 || string(reply) == "success" {
+		return credential.Answer{}, nil // kept as nothing: most answers are this
+	}
+	return credential.Answer{Body: bytes.Clone(reply)}, nil
 }
 
 // refuse answers a refused push or URL check with 403 (400 for what is

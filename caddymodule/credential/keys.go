@@ -89,6 +89,16 @@ func presenceKey(id string) string { return fleetPrefix() + "/" + id + ".json" }
 // messageKey is the record of one message: the key hashed (it holds a
 // user's openid).
 func messageKey(receiverID string, minute int64, key string) string {
+	return messageKeyOf(receiverID, minute, messageHash(key))
+}
+
+// messageHash is what messageKey keeps of a message key.
+func messageHash(key string) [16]byte {
 	sum := sha256.Sum256([]byte(key))
-	return messagesPrefix(receiverID) + "/" + strconv.FormatInt(minute, 10) + "/" + hex.EncodeToString(sum[:16]) + ".json"
+	return [16]byte(sum[:16])
+}
+
+// messageKeyOf is messageKey of a key's messageHash.
+func messageKeyOf(receiverID string, minute int64, hash [16]byte) string {
+	return messagesPrefix(receiverID) + "/" + strconv.FormatInt(minute, 10) + "/" + hex.EncodeToString(hash[:]) + ".json"
 }

@@ -52,20 +52,32 @@ const (
 // that wakes up by itself.
 type Deliveries struct {
 	mu       sync.Mutex
-	inflight map[string]*delivery
-	answered map[string]answered
-	expiry   []expiring // answered keys, oldest first
+	inflight map[msgRef]*delivery
+	answered map[msgRef]answered
+	replies  map[msgRef][]byte // the answers that are not empty
+	expiry   []expiring        // answered messages, oldest first
 	swept    map[string]int64
+	// receivers are the receiver ids of msgRefs, by index.
+	receivers   []string
+	receiverIdx map[string]uint32
 
 	company    *company
 	shareUntil atomic.Int64 // Unix ns: until then the fleet is told of every message
+}
+
+// msgRef identifies a receiver's message in memory. It holds no
+// pointer, nor do the tables keyed by it, so that the garbage collector
+// has nothing to scan in them however many messages they hold.
+type msgRef struct {
+	receiver uint32   // index in receivers
+	hash     [16]byte // of the message key, as in its storage key
 }
 
 type delivery struct {
 	done     chan struct{}
 	answer   Answer
 	err      error
-	storeKey string
+	storeKey string // "" when there is no storage
 
 	// The mark that it is being delivered, written by a timer or a
 	// handover, never after the delivery settled (which would hide its
@@ -76,19 +88,19 @@ type delivery struct {
 }
 
 type answered struct {
-	answer   Answer
-	until    time.Time
-	storeKey string
+	until  int64 // Unix ns
+	minute int64 // of its storage key
 }
 
 type expiring struct {
-	key   string
-	until time.Time
+	ref   msgRef
+	until int64
 }
 
 // NewDeliveries returns an empty Deliveries.
 func NewDeliveries() *Deliveries {
-	return &Deliveries{inflight: map[string]*delivery{}, answered: map[string]answered{}, swept: map[string]int64{}, company: newCompany()}
+	return &Deliveries{inflight: map[msgRef]*delivery{}, answered: map[msgRef]answered{}, replies: map[msgRef][]byte{},
+		swept: map[string]int64{}, receiverIdx: map[string]uint32{}, company: newCompany()}
 }
 
 // record is a message's record in the storage.
@@ -105,26 +117,30 @@ type record struct {
 // its failure keeps nothing, so that WeChat's next delivery tries again.
 func (d *Deliveries) Deliver(ctx context.Context, store Storage, receiverID string, createTime int64, key string,
 	deliver func(context.Context) (Answer, error)) (answer Answer, repeat bool, err error) {
-	id := receiverID + "\x00" + key
 	minute := createTime / 60
 	if createTime == 0 {
 		minute = time.Now().Unix() / 60
 	}
-	storeKey := messageKey(receiverID, minute, key)
-	if a, f, ok := d.local(id); ok {
+	hash := messageHash(key)
+	id, a, f, ok := d.local(receiverID, hash)
+	if ok {
 		return a, true, nil
 	} else if f != nil {
 		return d.wait(ctx, f, true)
+	}
+	storeKey := ""
+	if store != nil {
+		storeKey = messageKeyOf(receiverID, minute, hash)
 	}
 	if store != nil && d.sharing(time.Now()) {
 		// Another instance may have it (a re-delivery that came here).
 		if rec, ok := loadRecord(ctx, store, storeKey); ok {
 			switch {
 			case rec.State == "answered":
-				d.remember(id, storeKey, rec.Answer)
+				d.remember(id, minute, rec.Answer)
 				return rec.Answer, true, nil
 			case rec.State == "delivering" && time.Since(rec.At) < deliveryTimeout:
-				return d.waitElsewhere(ctx, store, storeKey, id)
+				return d.waitElsewhere(ctx, store, storeKey, id, minute)
 			}
 		}
 	}
@@ -133,22 +149,29 @@ func (d *Deliveries) Deliver(ctx context.Context, store Storage, receiverID stri
 		d.mu.Unlock()
 		return d.wait(ctx, f, true)
 	}
-	f := &delivery{done: make(chan struct{}), storeKey: storeKey}
+	f = &delivery{done: make(chan struct{}), storeKey: storeKey}
 	d.inflight[id] = f
 	d.mu.Unlock()
-	go d.run(store, receiverID, id, f, deliver)
+	go d.run(store, receiverID, id, minute, f, deliver)
 	return d.wait(ctx, f, false)
 }
 
 // local is what this instance knows of a message: its answer, or its
-// delivery under way.
-func (d *Deliveries) local(id string) (Answer, *delivery, bool) {
+// delivery under way; and its msgRef.
+func (d *Deliveries) local(receiverID string, hash [16]byte) (msgRef, Answer, *delivery, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if a, ok := d.answered[id]; ok && time.Now().Before(a.until) {
-		return a.answer, nil, true
+	idx, ok := d.receiverIdx[receiverID]
+	if !ok {
+		idx = uint32(len(d.receivers))
+		d.receivers = append(d.receivers, receiverID)
+		d.receiverIdx[receiverID] = idx
 	}
-	return Answer{}, d.inflight[id], false
+	id := msgRef{receiver: idx, hash: hash}
+	if a, ok := d.answered[id]; ok && time.Now().UnixNano() < a.until {
+		return id, Answer{Body: d.replies[id]}, nil, true
+	}
+	return id, Answer{}, d.inflight[id], false
 }
 
 // wait waits for f; repeat says whether this is a re-delivery's wait.
@@ -162,7 +185,7 @@ func (d *Deliveries) wait(ctx context.Context, f *delivery, repeat bool) (Answer
 }
 
 // run delivers, detached, and tells the fleet while it shares.
-func (d *Deliveries) run(store Storage, receiverID, id string, f *delivery, deliver func(context.Context) (Answer, error)) {
+func (d *Deliveries) run(store Storage, receiverID string, id msgRef, minute int64, f *delivery, deliver func(context.Context) (Answer, error)) {
 	// The mark that the message is being delivered is needed only by a
 	// re-delivery reaching another instance, 5 s from now at the earliest:
 	// it is written beside the delivery, and only if the app has not
@@ -188,7 +211,7 @@ func (d *Deliveries) run(store Storage, receiverID, id string, f *delivery, deli
 	d.mu.Lock()
 	delete(d.inflight, id)
 	if f.err == nil {
-		d.rememberLocked(id, f.storeKey, f.answer)
+		d.rememberLocked(id, minute, f.answer)
 	}
 	d.mu.Unlock()
 	close(f.done)
@@ -206,14 +229,14 @@ func (d *Deliveries) run(store Storage, receiverID, id string, f *delivery, deli
 func (f *delivery) markDelivering(store Storage, share bool) {
 	f.markMu.Lock()
 	defer f.markMu.Unlock()
-	if share && !f.settled {
+	if share && !f.settled && f.storeKey != "" {
 		storeRecord(store, f.storeKey, record{State: "delivering", At: time.Now()})
 		f.marked = true
 	}
 }
 
 // waitElsewhere waits for the answer another instance is getting.
-func (d *Deliveries) waitElsewhere(ctx context.Context, store Storage, storeKey, id string) (Answer, bool, error) {
+func (d *Deliveries) waitElsewhere(ctx context.Context, store Storage, storeKey string, id msgRef, minute int64) (Answer, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, elsewhereWait)
 	defer cancel()
 	tick := time.NewTicker(200 * time.Millisecond)
@@ -225,7 +248,7 @@ func (d *Deliveries) waitElsewhere(ctx context.Context, store Storage, storeKey,
 		case <-tick.C:
 		}
 		if rec, ok := loadRecord(ctx, store, storeKey); ok && rec.State == "answered" {
-			d.remember(id, storeKey, rec.Answer)
+			d.remember(id, minute, rec.Answer)
 			return rec.Answer, true, nil
 		} else if !ok {
 			return Answer{}, true, ErrDeliveringElsewhere // it failed there: WeChat's next delivery
@@ -233,24 +256,31 @@ func (d *Deliveries) waitElsewhere(ctx context.Context, store Storage, storeKey,
 	}
 }
 
-func (d *Deliveries) remember(id, storeKey string, a Answer) {
+func (d *Deliveries) remember(id msgRef, minute int64, a Answer) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.rememberLocked(id, storeKey, a)
+	d.rememberLocked(id, minute, a)
 }
 
 // rememberLocked keeps an answer for answerKept and forgets expired ones:
 // memory holds what answerKept brings, not more.
-func (d *Deliveries) rememberLocked(id, storeKey string, a Answer) {
-	now := time.Now()
-	for len(d.expiry) > 0 && now.After(d.expiry[0].until) {
-		if cur, ok := d.answered[d.expiry[0].key]; ok && !now.Before(cur.until) {
-			delete(d.answered, d.expiry[0].key)
+func (d *Deliveries) rememberLocked(id msgRef, minute int64, a Answer) {
+	now := time.Now().UnixNano()
+	for len(d.expiry) > 0 && now > d.expiry[0].until {
+		old := d.expiry[0].ref
+		if cur, ok := d.answered[old]; ok && now >= cur.until {
+			delete(d.answered, old)
+			delete(d.replies, old)
 		}
 		d.expiry = d.expiry[1:]
 	}
-	until := now.Add(answerKept)
-	d.answered[id] = answered{answer: a, until: until, storeKey: storeKey}
+	until := now + int64(answerKept)
+	d.answered[id] = answered{until: until, minute: minute}
+	if len(a.Body) > 0 {
+		d.replies[id] = a.Body
+	} else {
+		delete(d.replies, id)
+	}
 	d.expiry = append(d.expiry, expiring{id, until})
 }
 

@@ -320,15 +320,18 @@ func (d *Deliveries) handover(ctx context.Context, store Storage) {
 	for _, f := range d.inflight {
 		inflight = append(inflight, f)
 	}
-	cutoff := time.Now().Add(handoverSpan - answerKept) // answered after now-handoverSpan
-	var recent []expiring
-	for i := len(d.expiry) - 1; i >= 0 && d.expiry[i].until.After(cutoff); i-- {
-		recent = append(recent, d.expiry[i])
+	cutoff := time.Now().Add(handoverSpan - answerKept).UnixNano() // answered after now-handoverSpan
+	type answer struct {
+		key string
+		rec record
 	}
-	answers := make([]answered, 0, len(recent))
-	for _, e := range recent {
-		if a, ok := d.answered[e.key]; ok && a.until == e.until {
-			answers = append(answers, a)
+	var answers []answer
+	for i := len(d.expiry) - 1; i >= 0 && d.expiry[i].until > cutoff; i-- {
+		e := d.expiry[i]
+		if a, ok := d.answered[e.ref]; ok && a.until == e.until {
+			key := messageKeyOf(d.receivers[e.ref.receiver], a.minute, e.ref.hash)
+			at := time.Unix(0, a.until).Add(-answerKept)
+			answers = append(answers, answer{key, record{State: "answered", At: at, Answer: Answer{Body: d.replies[e.ref]}}})
 		}
 	}
 	d.mu.Unlock()
@@ -339,6 +342,6 @@ func (d *Deliveries) handover(ctx context.Context, store Storage) {
 		if ctx.Err() != nil {
 			return
 		}
-		storeRecord(store, a.storeKey, record{State: "answered", At: a.until.Add(-answerKept), Answer: a.answer})
+		storeRecord(store, a.key, a.rec)
 	}
 }
