@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -242,7 +243,7 @@ func (m *Messages) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 		return m.refuse(w, account, err)
 	}
 	m.stats.received.Add(1)
-	toApp, rec := appRequest(r, query, push, account)
+	toApp, rec := appRequest(r, push, account)
 	answer, repeat, err := deliveries.Deliver(r.Context(), m.app.creds.Storage(), m.receiver.ID+"/"+account, createTime, key,
 		func(ctx context.Context) (credential.Answer, error) { return m.deliver(ctx, toApp, rec, next) })
 	if repeat {
@@ -300,22 +301,37 @@ func messageType(p credential.Push) string {
 // app does not get.
 var pushParams = []string{"signature", "msg_signature", "timestamp", "nonce", "encrypt_type"}
 
+// appQuery is rawQuery without pushParams, the rest as it came (order and
+// escaping kept).
+func appQuery(rawQuery string) string {
+	var b strings.Builder
+	for rest := rawQuery; rest != ""; {
+		var part string
+		part, rest, _ = strings.Cut(rest, "&")
+		name, _, _ := strings.Cut(part, "=")
+		if n, err := url.QueryUnescape(name); err == nil && slices.Contains(pushParams, n) {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(part)
+	}
+	return b.String()
+}
+
 // appRequest is the app's request for a push: a POST of the plaintext
 // message, on a context that WeChat hanging up does not cancel, with a
 // replacer and variables of its own (the original request's may be
 // logged while this one runs on), and the answerRecorder it answers to.
-// q is r's query, parsed once for the push's checks; it is not kept.
-func appRequest(r *http.Request, q url.Values, push credential.Push, account string) (*http.Request, *answerRecorder) {
+func appRequest(r *http.Request, push credential.Push, account string) (*http.Request, *answerRecorder) {
 	rec := &answerRecorder{header: http.Header{}}
 	r2 := r.Clone(context.WithoutCancel(r.Context()))
 	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
 		r2 = caddyhttp.PrepareRequest(r2, caddy.NewReplacer(), rec, srv)
 	}
-	for _, p := range pushParams {
-		q.Del(p)
-	}
 	r2.Method = http.MethodPost
-	r2.URL.RawQuery = q.Encode()
+	r2.URL.RawQuery = appQuery(r.URL.RawQuery)
 	r2.Body = io.NopCloser(bytes.NewReader(push.Plain))
 	r2.ContentLength = int64(len(push.Plain))
 	r2.TransferEncoding = nil

@@ -52,3 +52,20 @@ func TestMessagesOptions(t *testing.T) {
 		t.Fatalf("plaintext mode receiver: %+v %v", r, err)
 	}
 }
+
+// The app's query is the push's without WeChat's signature parameters,
+// the rest byte for byte.
+func TestAppQuery(t *testing.T) {
+	for raw, want := range map[string]string{
+		"signature=s&timestamp=1&nonce=n&openid=o%2Bx&encrypt_type=aes&msg_signature=m": "openid=o%2Bx",
+		"b=2&a=1&signature=s":  "b=2&a=1",
+		"%73ignature=s&x":      "x",
+		"":                     "",
+		"timestamp=1&nonce=2":  "",
+		"openid=o&&lang=zh_CN": "openid=o&&lang=zh_CN",
+	} {
+		if got := appQuery(raw); got != want {
+			t.Errorf("%q: %q, want %q", raw, got, want)
+		}
+	}
+}

@@ -113,8 +113,10 @@ type record struct {
 // Deliver delivers the message identified by key (MessageKey), received
 // by receiverID, through deliver, unless it was delivered already or is
 // being delivered: then the first delivery's answer is returned, repeat
-// true. deliver runs detached from ctx (which only bounds the wait), and
-// its failure keeps nothing, so that WeChat's next delivery tries again.
+// true. deliver runs detached from ctx, which bounds only a repeat's wait:
+// a first delivery returns when deliver does (bounded by deliveryTimeout),
+// WeChat hanging up or not. Its failure keeps nothing, so that WeChat's
+// next delivery tries again.
 func (d *Deliveries) Deliver(ctx context.Context, store Storage, receiverID string, createTime int64, key string,
 	deliver func(context.Context) (Answer, error)) (answer Answer, repeat bool, err error) {
 	minute := createTime / 60
@@ -152,8 +154,9 @@ func (d *Deliveries) Deliver(ctx context.Context, store Storage, receiverID stri
 	f = &delivery{done: make(chan struct{}), storeKey: storeKey}
 	d.inflight[id] = f
 	d.mu.Unlock()
-	go d.run(store, receiverID, id, minute, f, deliver)
-	return d.wait(ctx, f, false)
+	// Here, to its end: nothing of ctx (WeChat hanging up) cancels it.
+	d.run(store, receiverID, id, minute, f, deliver)
+	return f.answer, false, f.err
 }
 
 // local is what this instance knows of a message: its answer, or its
@@ -184,14 +187,16 @@ func (d *Deliveries) wait(ctx context.Context, f *delivery, repeat bool) (Answer
 	}
 }
 
-// run delivers, detached, and tells the fleet while it shares.
+// run delivers, detached from the push's context, and tells the fleet
+// (beside the push's path) while it shares.
 func (d *Deliveries) run(store Storage, receiverID string, id msgRef, minute int64, f *delivery, deliver func(context.Context) (Answer, error)) {
 	// The mark that the message is being delivered is needed only by a
 	// re-delivery reaching another instance, 5 s from now at the earliest:
 	// it is written beside the delivery, and only if the app has not
-	// answered within markAfter (most answer in milliseconds).
+	// answered within markAfter (most answer in milliseconds). Sharing
+	// may begin meanwhile: the handover marks what is under way then.
 	var mark *time.Timer
-	if store != nil {
+	if store != nil && d.sharing(time.Now()) {
 		mark = time.AfterFunc(markAfter, func() { f.markDelivering(store, d.sharing(time.Now())) })
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deliveryTimeout)
@@ -218,10 +223,12 @@ func (d *Deliveries) run(store Storage, receiverID string, id msgRef, minute int
 	if store == nil || !d.sharing(time.Now()) {
 		return
 	}
-	if f.err == nil {
-		storeRecord(store, f.storeKey, record{State: "answered", At: time.Now(), Answer: f.answer})
-	}
-	d.sweep(store, receiverID)
+	go func() {
+		if f.err == nil {
+			storeRecord(store, f.storeKey, record{State: "answered", At: time.Now(), Answer: f.answer})
+		}
+		d.sweep(store, receiverID)
+	}()
 }
 
 // markDelivering writes the mark that f is being delivered, if share and
