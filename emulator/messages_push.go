@@ -418,9 +418,11 @@ func deliver(ctx context.Context, client *http.Client, method, rawURL string, bo
 	if u, err := url.Parse(rawURL); err == nil {
 		a.Query = u.Query()
 	}
+	// Started before the deadline is set, so that a timed-out attempt's
+	// Duration is never below timeout.
+	start := time.Now()
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	start := time.Now()
 	var reader io.Reader
 	if body != nil {
 		reader = bytes.NewReader(body)
