@@ -321,15 +321,17 @@ func appQuery(rawQuery string) string {
 }
 
 // appRequest is the app's request for a push: a POST of the plaintext
-// message, on a context that WeChat hanging up does not cancel, with a
-// replacer and variables of its own (the original request's may be
-// logged while this one runs on), and the answerRecorder it answers to.
+// message, on a context that WeChat hanging up does not cancel, and the
+// answerRecorder it answers to.
 func appRequest(r *http.Request, push credential.Push, account string) (*http.Request, *answerRecorder) {
 	rec := &answerRecorder{header: http.Header{}}
-	r2 := r.Clone(context.WithoutCancel(r.Context()))
-	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
-		r2 = caddyhttp.PrepareRequest(r2, caddy.NewReplacer(), rec, srv)
-	}
+	// The push's replacer and variables are shared: the delivery runs on
+	// the push's goroutine, before anything (the access log) reads them.
+	// What it changes is its own: the header, the URL, the body.
+	r2 := r.WithContext(context.WithoutCancel(r.Context()))
+	r2.Header = r.Header.Clone()
+	u := *r.URL
+	r2.URL = &u
 	r2.Method = http.MethodPost
 	r2.URL.RawQuery = appQuery(r.URL.RawQuery)
 	r2.Body = io.NopCloser(bytes.NewReader(push.Plain))

@@ -17,11 +17,12 @@ import (
 // answer; of one answered, gets the same answer (for answerKept), on any
 // instance sharing the storage. A single instance keeps them in memory
 // (messages_fleet.go: the storage is used only while other instances
-// deliver through it). In a fleet a read is on the message's path; the
-// writes that tell the fleet (the message is being delivered, then its
-// answer) are made beside it: another instance needs them before WeChat's
-// re-delivery, 5 s later at the earliest, not before the app sees the
-// message.
+// deliver through it). In a fleet a read is on the message's path, and
+// the answer is written before WeChat gets it, so that a re-delivery
+// reaching another instance at once finds it; the mark that a message is
+// being delivered is written beside it, for slow deliveries only: another
+// instance needs it before WeChat's re-delivery, 5 s later at the
+// earliest.
 
 // Answer is the app's answer to a message (its passive reply, or empty).
 type Answer struct {
@@ -206,7 +207,7 @@ func (d *Deliveries) run(store Storage, receiverID string, id msgRef, minute int
 		mark.Stop()
 	}
 	f.markMu.Lock()
-	f.settled = true
+	f.settled = true // no mark from now on: it would hide the answer
 	if f.err != nil && f.marked {
 		// Before WeChat hears of the failure: its next delivery, on any
 		// instance, must find nothing and deliver again.
@@ -219,16 +220,18 @@ func (d *Deliveries) run(store Storage, receiverID string, id msgRef, minute int
 		d.rememberLocked(id, minute, f.answer)
 	}
 	d.mu.Unlock()
-	close(f.done)
-	if store == nil || !d.sharing(time.Now()) {
-		return
+	// Read after the answer is in memory: sharing that begins later hands
+	// it over from there.
+	share := store != nil && d.sharing(time.Now())
+	if f.err == nil && share {
+		// Before WeChat hears the answer: a re-delivery reaching another
+		// instance right after must find it there.
+		storeRecord(store, f.storeKey, record{State: "answered", At: time.Now(), Answer: f.answer})
 	}
-	go func() {
-		if f.err == nil {
-			storeRecord(store, f.storeKey, record{State: "answered", At: time.Now(), Answer: f.answer})
-		}
-		d.sweep(store, receiverID)
-	}()
+	close(f.done)
+	if share {
+		go d.sweep(store, receiverID)
+	}
 }
 
 // markDelivering writes the mark that f is being delivered, if share and
