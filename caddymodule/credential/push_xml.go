@@ -153,6 +153,13 @@ func plainText(b []byte) bool {
 // validChars: UTF-8 of characters XML allows, without \r (which
 // encoding/xml rewrites).
 func validChars(b []byte) bool {
+	// Printable ASCII, nearly all of WeChat's XML (the Encrypt field's
+	// base64 whole), is checked a byte at a time without decoding.
+	i := 0
+	for i < len(b) && b[i] >= 0x20 && b[i] < utf8.RuneSelf {
+		i++
+	}
+	b = b[i:]
 	for len(b) > 0 {
 		c := b[0]
 		if c < utf8.RuneSelf {
