@@ -172,13 +172,32 @@ func (b *syncBuffer) String() string {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// The kernel may hand the same free port to two listens in a row (it
+	// is free again once closed): a port goes to one caller per run, or
+	// a Caddy's site and its admin endpoint can meet on one.
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if !handedOut.ports[port] {
+			handedOut.ports[port] = true
+			return port
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no port that was not handed out already")
+	return 0
 }
+
+// handedOut are the ports freePort gave this run.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
 
 // caddyfile wraps site directives in a config with Caddy's log on stderr,
 // an access log (both as c.opts say), and storage in the test's own

@@ -58,12 +58,7 @@ func TestValidateTouchesNothing(t *testing.T) {
 	w := startWeChat(t, emulator.Config{})
 	dir := t.TempDir()
 	storage := filepath.Join(dir, "data")
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	unreachable := "http://" + closed.Addr().String()
-	closed.Close()
+	unreachable := fmt.Sprintf("http://127.0.0.1:%d", freePort(t)) // nothing listens: freePort hands it to no one else
 	config := fmt.Sprintf(`{
 	storage file_system %s
 }
@@ -168,12 +163,7 @@ func TestFailedReloadLeavesCredentialsAsTheyWere(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	unreachable := "http://" + closed.Addr().String()
-	closed.Close()
+	unreachable := fmt.Sprintf("http://127.0.0.1:%d", freePort(t)) // nothing listens: freePort hands it to no one else
 	site := strings.Replace(w.tokenBlock("classic"), "api_base "+w.URL, "api_base "+unreachable, 1)
 	config := c.caddyfile(site) + fmt.Sprintf("\nhttp://%s {\n\tbind 127.0.0.1\n\trespond ok\n}\n", busy.Addr())
 	if status, body := c.loadRaw(t, config); status == http.StatusOK {

@@ -62,6 +62,16 @@ func startPlatform(t *testing.T, reg *Registry, store Storage, emu *emulator.Ser
 	if err := p.KeepVerifyTicket(context.Background(), msg.Ticket, msg.CreateTime); err != nil {
 		t.Fatal(err)
 	}
+	// The ticket starts the token's fetch beside the push; a request made
+	// before that fetch begins would meet the failure of the fetch made
+	// without a ticket at the start.
+	deadline := time.Now().Add(30 * time.Second)
+	for m := p.ref.Current(); m == nil || !m.Status().Valid; m = p.ref.Current() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no component_access_token for %s after its ticket", appID)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	return p
 }
 

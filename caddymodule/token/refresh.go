@@ -159,11 +159,12 @@ func (m *Manager) RenewNow(ctx context.Context, force bool) (tok Token, renewed 
 	for range 2 {
 		var ran atomic.Bool
 		tok, err = m.fly(ctx, func() (Token, error) { ran.Store(true); return m.replace(r, policy, "admin request") })
-		if err != nil || tok.Value != current.Value || ran.Load() {
+		if ran.Load() || (err == nil && tok.Value != current.Value) || ctx.Err() != nil {
 			break
 		}
 		// This joined a flight that began before it (the first fetch, or a
-		// renewal) and brought back the token held when it was asked:
+		// renewal) and brought back the token held when it was asked, or
+		// failed (a platform's first fetch, made before its ticket came):
 		// that answers nothing. Once more, in a flight of its own.
 	}
 	return tok, err == nil && tok.Value != current.Value, err
