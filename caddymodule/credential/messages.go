@@ -134,6 +134,7 @@ func (d *Deliveries) Deliver(ctx context.Context, store Storage, receiverID stri
 	storeKey := ""
 	if store != nil {
 		storeKey = messageKeyOf(receiverID, minute, hash)
+		d.awaitJoin(ctx)
 	}
 	if store != nil && d.sharing(time.Now()) {
 		// Another instance may have it (a re-delivery that came here).

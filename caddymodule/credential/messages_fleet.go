@@ -60,6 +60,12 @@ type company struct {
 	beat    int64
 	peers   map[string]*peer
 	failing bool // the last beat failed (logged once)
+	// joined is closed once the first Attach has joined the fleet: a
+	// config's handlers can serve before its wechat app starts (Caddy
+	// starts apps in no set order), and a push before the join cannot
+	// know whether to share.
+	joined     chan struct{}
+	joinedOnce sync.Once
 }
 
 type peer struct {
@@ -71,7 +77,24 @@ type peer struct {
 func newCompany() *company {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return &company{id: hex.EncodeToString(b[:]), peers: map[string]*peer{}}
+	return &company{id: hex.EncodeToString(b[:]), peers: map[string]*peer{}, joined: make(chan struct{})}
+}
+
+// awaitJoin waits, if this process has not joined the fleet yet, until it
+// has (or ctx ends, or a join that never comes is given up on).
+func (d *Deliveries) awaitJoin(ctx context.Context) {
+	select {
+	case <-d.company.joined:
+		return
+	default:
+	}
+	t := time.NewTimer(handoverWait + time.Second)
+	defer t.Stop()
+	select {
+	case <-d.company.joined:
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // sharing reports whether the fleet is told of every message.
@@ -113,6 +136,7 @@ func (d *Deliveries) Attach(store Storage, logger *zap.Logger) (detach func()) {
 		c.beatLocked(ctx, d, store)
 		c.mu.Unlock()
 		d.awaitHandover(ctx, store)
+		c.joinedOnce.Do(func() { close(c.joined) })
 		go d.beatLoop(ctx, c.done)
 	} else {
 		c.mu.Unlock()

@@ -286,11 +286,46 @@ func TestSuccessorAnswersWhatThePredecessorAnswered(t *testing.T) {
 // A first delivery is not a repeat; the re-delivery is.
 func TestFirstDeliveryIsNoRepeat(t *testing.T) {
 	d := NewDeliveries()
+	store := newMemStorage()
+	t.Cleanup(d.Attach(store, nil))
 	deliver := func(context.Context) (Answer, error) { return Answer{Body: []byte("r")}, nil }
-	if _, repeat, err := d.Deliver(context.Background(), newMemStorage(), "wxapp", 60, "msg:9", deliver); err != nil || repeat {
+	if _, repeat, err := d.Deliver(context.Background(), store, "wxapp", 60, "msg:9", deliver); err != nil || repeat {
 		t.Fatalf("first delivery: repeat %v, %v", repeat, err)
 	}
-	if _, repeat, err := d.Deliver(context.Background(), newMemStorage(), "wxapp", 60, "msg:9", deliver); err != nil || !repeat {
+	if _, repeat, err := d.Deliver(context.Background(), store, "wxapp", 60, "msg:9", deliver); err != nil || !repeat {
 		t.Fatalf("re-delivery: repeat %v, %v", repeat, err)
+	}
+}
+
+// A push that reaches an instance before it joined the fleet (its
+// handlers serve before its wechat app starts) waits for the join, and
+// then gets the answer another instance gave.
+func TestPushBeforeTheJoinWaitsForIt(t *testing.T) {
+	t.Parallel()
+	store := newMemStorage()
+	a, b := NewDeliveries(), NewDeliveries()
+	t.Cleanup(a.Attach(store, nil))
+	if _, _, err := a.Deliver(context.Background(), store, "wxapp", 60, "msg:1", func(context.Context) (Answer, error) {
+		return Answer{Body: []byte("from a")}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		ans    Answer
+		repeat bool
+		err    error
+	}
+	early := make(chan result, 1)
+	go func() {
+		ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", 60, "msg:1", func(context.Context) (Answer, error) {
+			t.Error("delivered again by an instance that had not joined")
+			return Answer{}, nil
+		})
+		early <- result{ans, repeat, err}
+	}()
+	time.Sleep(100 * time.Millisecond) // the push is in, before the join
+	t.Cleanup(b.Attach(store, nil))
+	if r := <-early; r.err != nil || !r.repeat || string(r.ans.Body) != "from a" {
+		t.Fatalf("a push before the join: %q %v %v", r.ans.Body, r.repeat, r.err)
 	}
 }

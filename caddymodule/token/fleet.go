@@ -271,11 +271,7 @@ func (m *Manager) obtain(j job) (Token, error) {
 // saveBeside saves tok for the fleet, then releases the lock (if held),
 // beside whoever waits for tok.
 func (m *Manager) saveBeside(tok Token, unlock func()) {
-	m.saving.Add(1)
-	m.savingNow.Add(1)
-	go func() {
-		defer m.saving.Done()
-		defer m.savingNow.Add(-1)
+	save := func() {
 		// One save at a time, and only of the token still held: saves
 		// ending out of order must not leave an older token stored.
 		m.saveMu.Lock()
@@ -286,6 +282,22 @@ func (m *Manager) saveBeside(tok Token, unlock func()) {
 		if unlock != nil {
 			unlock()
 		}
+	}
+	// Stop waits for the saves under way; one begun once it waits (a
+	// refresh ending as the manager stops) is made here instead.
+	m.stopGate.Lock()
+	if m.stopping {
+		m.stopGate.Unlock()
+		save()
+		return
+	}
+	m.saving.Add(1)
+	m.stopGate.Unlock()
+	m.savingNow.Add(1)
+	go func() {
+		defer m.saving.Done()
+		defer m.savingNow.Add(-1)
+		save()
 	}()
 }
 

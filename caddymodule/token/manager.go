@@ -159,6 +159,10 @@ type Manager struct {
 	saving    sync.WaitGroup
 	savingNow atomic.Int32
 	saveMu    sync.Mutex // one save beside the requests at a time
+	// stopping is set when Stop begins waiting for the saves; a save
+	// after that is not counted in saving (see saveBeside).
+	stopGate sync.Mutex
+	stopping bool
 
 	scheduled      bool
 	onSchedule     func()
@@ -293,6 +297,9 @@ func (m *Manager) cfg() *Settings { return m.settings.Load() }
 // first token are released.
 func (m *Manager) Stop() {
 	m.stopOnce.Do(func() {
+		m.stopGate.Lock()
+		m.stopping = true
+		m.stopGate.Unlock()
 		m.saving.Wait() // a fetched token is kept for the fleet before the manager goes
 		m.cancel()
 		if m.started.Load() {
