@@ -129,12 +129,16 @@ func TestAdminStableRefreshForcesOnlyWhenAsked(t *testing.T) {
 		t.Fatalf("a second force within 30 s: %d %+v", status, refused)
 	}
 	// Logged as what it is: an operator's request refused, not a rejection.
+	// (Caddy's log reaches the test through a pipe, maybe after the answer.)
 	var logged string
-	for _, line := range strings.Split(c.logs.String(), "\n") {
-		if strings.Contains(line, "force_refresh not allowed now") {
-			logged = line
+	waitFor(t, "the refused force in Caddy's log", func() bool {
+		for _, line := range strings.Split(c.logs.String(), "\n") {
+			if strings.Contains(line, "force_refresh not allowed now") {
+				logged = line
+			}
 		}
-	}
+		return logged != ""
+	})
 	if !strings.Contains(logged, `"reason":"admin request"`) || strings.Contains(logged, "rejected") {
 		t.Fatalf("the refused force is logged as %q", logged)
 	}
