@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"slices"
 	"strings"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-wechat/caddy-wechat/caddymodule/credential"
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/wxhttp"
 )
 
 func init() {
@@ -301,25 +300,6 @@ func messageType(p credential.Push) string {
 // app does not get.
 var pushParams = []string{"signature", "msg_signature", "timestamp", "nonce", "encrypt_type"}
 
-// appQuery is rawQuery without pushParams, the rest as it came (order and
-// escaping kept).
-func appQuery(rawQuery string) string {
-	var b strings.Builder
-	for rest := rawQuery; rest != ""; {
-		var part string
-		part, rest, _ = strings.Cut(rest, "&")
-		name, _, _ := strings.Cut(part, "=")
-		if n, err := url.QueryUnescape(name); err == nil && slices.Contains(pushParams, n) {
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteByte('&')
-		}
-		b.WriteString(part)
-	}
-	return b.String()
-}
-
 // appRequest is the app's request for a push: a POST of the plaintext
 // message, on a context that WeChat hanging up does not cancel, and the
 // answerRecorder it answers to.
@@ -333,7 +313,7 @@ func appRequest(r *http.Request, push credential.Push, account string) (*http.Re
 	u := *r.URL
 	r2.URL = &u
 	r2.Method = http.MethodPost
-	r2.URL.RawQuery = appQuery(r.URL.RawQuery)
+	r2.URL.RawQuery = wxhttp.StripParams(r.URL.RawQuery, pushParams...)
 	r2.Body = io.NopCloser(bytes.NewReader(push.Plain))
 	r2.ContentLength = int64(len(push.Plain))
 	r2.TransferEncoding = nil

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/caddy-wechat/caddy-wechat/caddymodule/wxhttp"
 )
 
 func TestMessagesOptions(t *testing.T) {
@@ -54,7 +56,7 @@ func TestMessagesOptions(t *testing.T) {
 }
 
 // The app's query is the push's without WeChat's signature parameters,
-// the rest byte for byte.
+// the rest byte for byte (empty parts, which carry nothing, dropped).
 func TestAppQuery(t *testing.T) {
 	for raw, want := range map[string]string{
 		"signature=s&timestamp=1&nonce=n&openid=o%2Bx&encrypt_type=aes&msg_signature=m": "openid=o%2Bx",
@@ -62,9 +64,10 @@ func TestAppQuery(t *testing.T) {
 		"%73ignature=s&x":      "x",
 		"":                     "",
 		"timestamp=1&nonce=2":  "",
-		"openid=o&&lang=zh_CN": "openid=o&&lang=zh_CN",
+		"openid=o&&lang=zh_CN": "openid=o&lang=zh_CN",
+		"Signature=s&openid=o": "openid=o",
 	} {
-		if got := appQuery(raw); got != want {
+		if got := wxhttp.StripParams(raw, pushParams...); got != want {
 			t.Errorf("%q: %q, want %q", raw, got, want)
 		}
 	}

@@ -129,7 +129,7 @@ func (d *Deliveries) Deliver(ctx context.Context, store Storage, receiverID stri
 	if ok {
 		return a, true, nil
 	} else if f != nil {
-		return d.wait(ctx, f, true)
+		return d.wait(ctx, f)
 	}
 	storeKey := ""
 	if store != nil {
@@ -151,7 +151,7 @@ func (d *Deliveries) Deliver(ctx context.Context, store Storage, receiverID stri
 	d.mu.Lock()
 	if f := d.inflight[id]; f != nil { // began meanwhile here
 		d.mu.Unlock()
-		return d.wait(ctx, f, true)
+		return d.wait(ctx, f)
 	}
 	f = &delivery{done: make(chan struct{}), storeKey: storeKey}
 	d.inflight[id] = f
@@ -179,11 +179,11 @@ func (d *Deliveries) local(receiverID string, hash [16]byte) (msgRef, Answer, *d
 	return id, Answer{}, d.inflight[id], false
 }
 
-// wait waits for f; repeat says whether this is a re-delivery's wait.
-func (d *Deliveries) wait(ctx context.Context, f *delivery, repeat bool) (Answer, bool, error) {
+// wait is a re-delivery's wait for f, the delivery under way.
+func (d *Deliveries) wait(ctx context.Context, f *delivery) (Answer, bool, error) {
 	select {
 	case <-f.done:
-		return f.answer, repeat, f.err
+		return f.answer, true, f.err
 	case <-ctx.Done():
 		return Answer{}, false, ctx.Err()
 	}

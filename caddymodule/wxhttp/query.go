@@ -115,7 +115,13 @@ func StripKey(rawQuery, key string) string {
 	if key == tokenKey {
 		return StripToken(rawQuery)
 	}
-	return dropParts(rawQuery, func(part string) bool { return isParam(part, key) })
+	return StripParams(rawQuery, key)
+}
+
+// StripParams returns rawQuery without the parameters named keys, however
+// cased or percent-encoded; the rest kept byte for byte and in order.
+func StripParams(rawQuery string, keys ...string) string {
+	return dropParts(rawQuery, func(part string) bool { return isParam(part, keys...) })
 }
 
 // KeyParam is TokenParam for another credential parameter.
