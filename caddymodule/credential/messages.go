@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io/fs"
+	"path"
+	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -322,7 +324,27 @@ func storeRecord(store Storage, key string, rec record) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	dir := path.Dir(key)
+	if minute, err := strconv.ParseInt(path.Base(dir), 10, 64); err == nil && offClock(minute, time.Now().Unix()/60) {
+		// Written before the record, so that a sweep that lists the
+		// record also reads this mark's time and spares the folder.
+		stamp := strconv.FormatInt(time.Now().Unix(), 10)
+		_ = store.Store(ctx, dir+"/"+lastWriteMark, []byte(stamp))
+	}
 	_ = store.Store(ctx, key, data) // a lost mark costs a duplicate at worst
+}
+
+// lastWriteMark is the file, in a folder of records named by a minute far
+// from the clock's, holding the Unix time of the folder's last write.
+const lastWriteMark = "last_write"
+
+// offClock tells whether a record written at the clock's minute now into
+// the folder of minute could be swept before it is answerKept old (the
+// sweep goes by the folder's name): a message whose CreateTime is far from
+// the clock (a sample message's, a clock's error) is filed by it all the
+// same, since its re-deliveries must find the same key.
+func offClock(minute, now int64) bool {
+	return minute < now-(recordsKept-int64(answerKept/time.Minute)-1) || minute > now+recordsKept/2
 }
 
 func deleteRecord(store Storage, key string) {
@@ -357,17 +379,37 @@ func (d *Deliveries) sweep(store Storage, receiverID string) {
 		return
 	}
 	for _, dir := range dirs {
-		m, err := strconv.ParseInt(dir[strings.LastIndexByte(dir, '/')+1:], 10, 64)
-		if err != nil || m >= minute-recordsKept {
+		m, err := strconv.ParseInt(path.Base(dir), 10, 64)
+		if err != nil || m >= minute-recordsKept && m <= minute+recordsKept {
 			continue
 		}
 		keys, err := store.List(ctx, dir, true)
 		if err != nil {
 			continue
 		}
+		mark := dir + "/" + lastWriteMark
+		if slices.Contains(keys, mark) {
+			if recentlyWritten(ctx, store, mark, time.Now()) {
+				continue
+			}
+		} else if m > minute {
+			continue // not written off the clock: the clock went back
+		}
 		for _, k := range keys {
 			_ = store.Delete(ctx, k)
 		}
 		_ = store.Delete(ctx, dir)
 	}
+}
+
+// recentlyWritten tells whether the folder of mark (lastWriteMark) was
+// written within recordsKept minutes of now, or may have been: its mark
+// cannot be read.
+func recentlyWritten(ctx context.Context, store Storage, mark string, now time.Time) bool {
+	data, err := store.Load(ctx, mark)
+	if err != nil {
+		return !errors.Is(err, fs.ErrNotExist)
+	}
+	at, err := strconv.ParseInt(string(data), 10, 64)
+	return err == nil && now.Unix()-at < recordsKept*60
 }

@@ -33,11 +33,11 @@ import (
 
 const (
 	beatEvery    = time.Second
-	aliveFor     = 5 * time.Second // a presence unchanged this long is of an instance gone
-	companyKept  = 2 * time.Minute // sharing goes on this long after another instance was last seen
-	handoverWait = 3 * time.Second // a newcomer waits this long at most for the others to share
-	handoverSpan = time.Minute     // the answers written on a handover: WeChat re-delivers within ~20 s
-	restartGrace = 30 * time.Second
+	aliveFor     = 5 * time.Second  // a presence unchanged this long is of an instance gone
+	companyKept  = 2 * time.Minute  // sharing goes on this long after another instance was last seen
+	handoverWait = 3 * time.Second  // a newcomer waits this long at most for the others to share
+	handoverSpan = time.Minute      // the answers written on a handover: WeChat re-delivers within ~20 s
+	restartGrace = time.Minute      // the contract: a re-delivery gets the answer for a minute at least
 	presenceKept = 10 * time.Minute // presence records older than this are removed
 )
 

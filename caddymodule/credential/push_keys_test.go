@@ -3,7 +3,9 @@ package credential
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"testing"
@@ -143,6 +145,60 @@ func TestDeliveriesDeliverOnce(t *testing.T) {
 	}
 	if _, _, err := b.Deliver(context.Background(), store, "wxapp", 60, "msg:2", failing); err == nil || fails != 2 {
 		t.Fatalf("after a failure: %d deliveries, %v", fails, err)
+	}
+}
+
+// A message whose CreateTime is far from the clock (WeChat's sample
+// message's, 2012) is filed by it all the same: the fleet's sweep, which
+// goes by the folders' minutes, leaves its record to re-deliveries, and
+// still removes the folders no one wrote to for recordsKept minutes.
+func TestOffClockMessageOutlivesTheSweep(t *testing.T) {
+	t.Parallel()
+	store := newMemStorage()
+	a, b := NewDeliveries(), NewDeliveries()
+	t.Cleanup(a.Attach(store, nil))
+	t.Cleanup(b.Attach(store, nil))
+	const sample = 1348831860
+	deliver := func(context.Context) (Answer, error) { return Answer{Body: []byte("reply")}, nil }
+	if _, _, err := a.Deliver(context.Background(), store, "wxapp", sample, "msg:sample", deliver); err != nil {
+		t.Fatal(err)
+	}
+	waitAnswerStored(t, store, "wxapp", sample/60, "msg:sample")
+	// Folders of minutes long past: one no one wrote to since, one whose
+	// last write was recordsKept minutes ago.
+	forgotten := messageKey("wxapp", 60, "msg:old")
+	staleMarked := messageKey("wxapp", 120, "msg:old")
+	staleMark := path.Dir(staleMarked) + "/" + lastWriteMark
+	for _, k := range []string{forgotten, staleMarked} {
+		if err := store.Store(context.Background(), k, []byte(`{"state":"answered"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := strconv.FormatInt(time.Now().Add(-recordsKept*time.Minute).Unix(), 10)
+	if err := store.Store(context.Background(), staleMark, []byte(old)); err != nil {
+		t.Fatal(err)
+	}
+	NewDeliveries().sweep(store, "wxapp") // one that has not swept this minute
+	for _, k := range []string{forgotten, staleMarked, staleMark} {
+		if _, err := store.Load(context.Background(), k); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s outlived the sweep: %v", k, err)
+		}
+	}
+	ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", sample, "msg:sample", func(context.Context) (Answer, error) {
+		t.Error("the sample message was delivered again through another instance")
+		return Answer{}, nil
+	})
+	if err != nil || !repeat || string(ans.Body) != "reply" {
+		t.Fatalf("re-delivered after the sweep: %q %v %v", ans.Body, repeat, err)
+	}
+}
+
+func TestOffClock(t *testing.T) {
+	now := int64(29_000_000)
+	for minute, want := range map[int64]bool{now: false, now - 4: false, now - 5: true, now + 5: false, now + 6: true, 1: true} {
+		if got := offClock(minute, now); got != want {
+			t.Errorf("offClock(now%+d) = %v", minute-now, got)
+		}
 	}
 }
 

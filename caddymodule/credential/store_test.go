@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -80,14 +81,24 @@ func (s *memStorage) Delete(_ context.Context, key string) error {
 	return nil
 }
 
-func (s *memStorage) List(_ context.Context, prefix string, _ bool) ([]string, error) {
+// List lists as Caddy's file storage does: not recursive, the keys and
+// the folders right under prefix; recursive, every key below it.
+func (s *memStorage) List(_ context.Context, prefix string, recursive bool) ([]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []string
 	for k := range s.data {
-		if strings.HasPrefix(k, prefix+"/") && !strings.Contains(strings.TrimPrefix(k, prefix+"/"), "/") {
-			out = append(out, k)
+		rest, ok := strings.CutPrefix(k, prefix+"/")
+		if !ok {
+			continue
 		}
+		if child, _, deeper := strings.Cut(rest, "/"); deeper && !recursive {
+			if dir := prefix + "/" + child; !slices.Contains(out, dir) {
+				out = append(out, dir)
+			}
+			continue
+		}
+		out = append(out, k)
 	}
 	return out, nil
 }
