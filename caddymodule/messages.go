@@ -356,8 +356,9 @@ func (m *Messages) deliver(ctx context.Context, r *http.Request, rec *answerReco
 	return credential.Answer{Body: bytes.Clone(reply)}, nil
 }
 
-// refuse answers a refused push or URL check with 403 (400 for what is
-// not WeChat's shape), counting it by reason; nothing of the push is
+// refuse answers a refused push or URL check with 403, whatever failed
+// (a push without its signature's parameters or envelope fails its check
+// as a forged one does), counting it by reason; nothing of the push is
 // logged.
 func (m *Messages) refuse(w http.ResponseWriter, account string, err error) error {
 	reason := credential.RefusedMalformed
@@ -367,11 +368,7 @@ func (m *Messages) refuse(w http.ResponseWriter, account string, err error) erro
 	}
 	m.stats.refuse(reason, account)
 	m.logger.Info("push refused", zap.String("receiver", m.receiver.ID), zap.String("account", account), zap.String("reason", reason))
-	status := http.StatusForbidden
-	if reason == credential.RefusedMalformed {
-		status = http.StatusBadRequest
-	}
-	return writeWeChatError(w, status, "wechat_token: push refused ("+reason+")")
+	return writeWeChatError(w, http.StatusForbidden, "wechat_token: push refused ("+reason+")")
 }
 
 // answerRecorder keeps the app's answer, up to maxMessage.

@@ -260,6 +260,22 @@ func TestForgedPushesRefused(t *testing.T) {
 	if res, err := emulator.PushMessage(context.Background(), plain, emulator.TextMessage("o1", pushSecret), quick); err == nil || res.Attempts[0].Status != http.StatusForbidden {
 		t.Fatalf("a plaintext push to a safe-mode receiver: %v", err)
 	}
+	// Nothing to check at all (a browser, a scanner): a failed check too.
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		req, err := http.NewRequest(method, c.url("/?openid=o1"), strings.NewReader("<xml><Content>hi</Content></xml>"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusForbidden || res.Header.Get("Content-Type") != "application/json" || !strings.HasPrefix(string(body), `{"errcode":-1,"errmsg":"wechat_token: `) {
+			t.Fatalf("an unsigned %s: %d %q %s", method, res.StatusCode, res.Header.Get("Content-Type"), body)
+		}
+	}
 	if n := len(app.requests()); n != 0 {
 		t.Fatalf("refused pushes reached the app %d times", n)
 	}
@@ -270,7 +286,7 @@ func TestForgedPushesRefused(t *testing.T) {
 		} `json:"recent_refusals"`
 	}
 	c.adminCall(t, http.MethodGet, "/wechat_token/messages", &st)
-	if len(st) != 1 || st[0].Refused["signature"] != 2 || st[0].Refused["stale"] != 1 || st[0].Refused["receiver"] != 1 || st[0].Refused["mode"] != 1 || len(st[0].Recent) != 5 {
+	if len(st) != 1 || st[0].Refused["signature"] != 2 || st[0].Refused["stale"] != 1 || st[0].Refused["receiver"] != 1 || st[0].Refused["mode"] != 1 || st[0].Refused["malformed"] != 2 || len(st[0].Recent) != 7 {
 		t.Fatalf("admin view of refusals: %+v", st)
 	}
 }
