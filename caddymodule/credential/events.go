@@ -2,6 +2,8 @@ package credential
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +31,17 @@ type authorization struct {
 	// event older than it cannot bring the account back, nor a late
 	// withdrawal undo a newer authorization.
 	WithdrawnAt int64 `json:"withdrawn_at,omitempty"`
+	// EventCode is of the authorization code of the last event applied
+	// (codeMark): an event of the same second with another code is a new
+	// one (a change of permissions), not WeChat's re-delivery.
+	EventCode string `json:"event_code,omitempty"`
+}
+
+// codeMark is what a record keeps of an authorization code: enough to
+// tell two codes apart, nothing to exchange.
+func codeMark(code string) string {
+	sum := sha256.Sum256([]byte(code))
+	return hex.EncodeToString(sum[:8])
 }
 
 // Event is an authorization event WeChat pushed to the platform.
@@ -94,12 +107,13 @@ func (a *accounts) apply(ctx context.Context, ev Event) error {
 		if exists && (ev.CreateTime < rec.EventTime || ev.CreateTime == rec.EventTime && rec.WithdrawnAt != 0) {
 			return nil // older than what was applied, or a repeat
 		}
-		a.write(ctx, authorization{AppID: appID, UpdatedAt: time.Now(), EventTime: ev.CreateTime, WithdrawnAt: ev.CreateTime}, log)
+		a.write(ctx, authorization{AppID: appID, UpdatedAt: time.Now(), EventTime: ev.CreateTime, WithdrawnAt: ev.CreateTime}, false, log)
 		a.noteWithdrawal(ctx, p, appID, log)
 		a.evict(appID)
 		return nil
 	default: // authorized, updateauthorized
-		if exists && (ev.CreateTime < rec.EventTime || ev.CreateTime == rec.EventTime && rec.WithdrawnAt == 0) {
+		if exists && (ev.CreateTime < rec.EventTime || ev.CreateTime == rec.EventTime && rec.WithdrawnAt == 0 &&
+			(rec.EventCode == "" || rec.EventCode == codeMark(ev.AuthorizationCode))) {
 			return nil // its code was exchanged already, or a newer event applied
 		}
 		info, err := a.exchange(ctx, p, ev.AuthorizationCode)
@@ -109,7 +123,8 @@ func (a *accounts) apply(ctx context.Context, ev Event) error {
 		if ev.AuthorizerAppID != "" && info.AuthorizerAppID != ev.AuthorizerAppID {
 			return fmt.Errorf("api_query_auth answered for %s, the push named %s", info.AuthorizerAppID, ev.AuthorizerAppID)
 		}
-		a.write(ctx, authorization{AppID: info.AuthorizerAppID, RefreshToken: info.RefreshToken, UpdatedAt: time.Now(), EventTime: ev.CreateTime}, log)
+		a.write(ctx, authorization{AppID: info.AuthorizerAppID, RefreshToken: info.RefreshToken, UpdatedAt: time.Now(), EventTime: ev.CreateTime,
+			EventCode: codeMark(ev.AuthorizationCode)}, exists && rec.WithdrawnAt != 0, log)
 		// The exchange handed the account's token over: share it rather
 		// than fetch another.
 		if ac, err := a.load(info.AuthorizerAppID, false); err == nil {
@@ -187,17 +202,22 @@ func loadAuthorization(ctx context.Context, store Storage, componentAppID, appID
 }
 
 // write stores rec, or keeps it in memory to be written once the storage
-// is back: it is never lost.
-func (a *accounts) write(ctx context.Context, rec authorization, log *zap.Logger) {
+// is back: it is never lost. wasWithdrawn: the record it replaces marked
+// a withdrawal.
+func (a *accounts) write(ctx context.Context, rec authorization, wasWithdrawn bool, log *zap.Logger) {
 	p := a.inForce()
 	var err error
 	if p == nil {
 		err = errors.New("the wechat app stopped")
 	} else {
 		err = storeAuthorization(ctx, p.cfg.store, a.componentAppID, rec)
+		if err == nil && (rec.WithdrawnAt != 0 || wasWithdrawn) {
+			markWithdrawn(ctx, p.cfg.store, a.componentAppID, rec, log)
+		}
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.storedCountAt = time.Time{} // the admin status counts again
 	if err != nil {
 		log.Error("cannot store an authorization; it is kept in memory and written when the storage is back",
 			zap.String("authorizer_appid", rec.AppID), zap.Error(err))
@@ -205,6 +225,23 @@ func (a *accounts) write(ctx context.Context, rec authorization, log *zap.Logger
 		return
 	}
 	delete(a.pending, rec.AppID)
+}
+
+// markWithdrawn keeps withdrawnKey as rec says: a lost mark only miscounts
+// the admin status's authorizers (the record decides what is served).
+func markWithdrawn(ctx context.Context, store Storage, componentAppID string, rec authorization, log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	key := withdrawnKey(componentAppID, rec.AppID)
+	var err error
+	if rec.WithdrawnAt != 0 {
+		err = store.Store(ctx, key, []byte(strconv.FormatInt(rec.WithdrawnAt, 10)))
+	} else if err = store.Delete(ctx, key); errors.Is(err, fs.ErrNotExist) {
+		err = nil
+	}
+	if err != nil {
+		log.Warn("cannot mark the authorization's withdrawal for the admin status's count", zap.String("authorizer_appid", rec.AppID), zap.Error(err))
+	}
 }
 
 func storeAuthorization(ctx context.Context, store Storage, componentAppID string, rec authorization) error {
@@ -247,6 +284,9 @@ func (a *accounts) flushPending() {
 		stored, exists, err := loadAuthorization(a.ctx, p.cfg.store, a.componentAppID, rec.AppID)
 		if err == nil && (!exists || stored.EventTime <= rec.EventTime) {
 			err = storeAuthorization(a.ctx, p.cfg.store, a.componentAppID, rec)
+			if err == nil {
+				markWithdrawn(a.ctx, p.cfg.store, a.componentAppID, rec, p.cfg.logger)
+			}
 		}
 		if err != nil {
 			return // the storage is still out: next time
@@ -286,5 +326,5 @@ func (a *accounts) keepRefreshToken(appID, refresh string) {
 	if p := a.inForce(); p != nil {
 		log = p.cfg.logger
 	}
-	a.write(ctx, rec, log)
+	a.write(ctx, rec, false, log)
 }

@@ -59,6 +59,17 @@ func authorizationKey(componentAppID, appID string) string {
 	return authorizationsPrefix(componentAppID) + "/" + appID + ".json"
 }
 
+// withdrawnKey marks, beside the records, an account whose authorization
+// is withdrawn: the admin status counts the authorized ones from two
+// listings, not by reading every record.
+func withdrawnKey(componentAppID, appID string) string {
+	return withdrawnPrefix(componentAppID) + "/" + appID
+}
+
+func withdrawnPrefix(componentAppID string) string {
+	return platformPrefix(componentAppID) + "/withdrawn"
+}
+
 // authorizationLock guards an account's authorization record while an
 // event or a list walk changes it, fleet-wide.
 func authorizationLock(componentAppID, appID string) string {

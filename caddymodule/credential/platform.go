@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -157,11 +159,19 @@ func (p *Platform) Import(ctx context.Context, accounts []Imported) error {
 			return fmt.Errorf("entry %d: an authorizer_appid and its authorizer_refresh_token are required", i)
 		}
 	}
+	if a := p.accounts.Load(); a != nil {
+		defer func() {
+			a.mu.Lock()
+			a.storedCountAt = time.Time{} // the admin status counts again
+			a.mu.Unlock()
+		}()
+	}
 	for _, acc := range accounts {
 		rec := authorization{AppID: acc.AppID, RefreshToken: acc.RefreshToken, UpdatedAt: time.Now()}
 		if err := storeAuthorization(ctx, p.cfg.store, p.spec.ID, rec); err != nil {
 			return err
 		}
+		markWithdrawn(ctx, p.cfg.store, p.spec.ID, rec, p.cfg.logger)
 	}
 	return nil
 }
@@ -170,9 +180,10 @@ func (p *Platform) Import(ctx context.Context, accounts []Imported) error {
 // authorizations is reused: counting lists every record.
 const storedCountFor = 30 * time.Second
 
-// Counts are the platform's stored authorizations (withdrawn ones
-// included, as dated markers) and the accounts in use whose token fetch
-// last failed. Neither holds a lock while it counts.
+// Counts are the platform's authorized accounts (stored authorizations
+// not withdrawn; another instance's changes show within storedCountFor)
+// and the accounts in use whose token fetch last failed. Neither holds a
+// lock while it counts.
 func (p *Platform) Counts(ctx context.Context) (stored, failing int) {
 	a := p.accounts.Load()
 	if a == nil {
@@ -186,13 +197,8 @@ func (p *Platform) Counts(ctx context.Context) (stored, failing int) {
 	}
 	a.mu.Unlock()
 	if !fresh {
-		if keys, err := p.cfg.store.List(ctx, authorizationsPrefix(p.spec.ID), false); err == nil {
-			stored = 0
-			for _, k := range keys {
-				if strings.HasSuffix(k, ".json") {
-					stored++
-				}
-			}
+		if n, err := p.countAuthorized(ctx); err == nil {
+			stored = n
 			a.mu.Lock()
 			a.storedCount, a.storedCountAt = stored, time.Now()
 			a.mu.Unlock()
@@ -211,4 +217,29 @@ func (p *Platform) Counts(ctx context.Context) (stored, failing int) {
 // as the receiver id.
 func (p *Platform) MessageReceiver() *MessageReceiver {
 	return &MessageReceiver{Kind: AuthorizerAccount, ID: p.spec.ID, Token: p.Cipher.Token(), Cipher: p.Cipher}
+}
+
+// countAuthorized counts the stored authorizations that are not withdrawn.
+func (p *Platform) countAuthorized(ctx context.Context) (int, error) {
+	keys, err := p.cfg.store.List(ctx, authorizationsPrefix(p.spec.ID), false)
+	if err != nil {
+		return 0, err
+	}
+	records := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		if appID, ok := strings.CutSuffix(path.Base(k), ".json"); ok {
+			records[appID] = true
+		}
+	}
+	marks, err := p.cfg.store.List(ctx, withdrawnPrefix(p.spec.ID), false)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return 0, err
+	}
+	n := len(records)
+	for _, k := range marks {
+		if records[path.Base(k)] {
+			n--
+		}
+	}
+	return n, nil
 }

@@ -214,3 +214,54 @@ func TestReloadKeepsAccountsWithTheNewSettings(t *testing.T) {
 		t.Fatalf("the account's renewal did not go to the new config's storage: %v", storeB.keys())
 	}
 }
+
+// The admin status counts the accounts authorized now: an import, a
+// withdrawal and a new authorization show at once, not after the count's
+// reuse, and a withdrawn account (kept as a dated marker) is not counted.
+func TestCountFollowsImportsAndWithdrawals(t *testing.T) {
+	emu, base := emulatorServer(t, emulator.Config{Components: testPlatforms})
+	store := newMemStorage()
+	p := startPlatform(t, NewRegistry(nil), store, emu, base, "wxcompa")
+	ctx := context.Background()
+	count := func(want int, after string) {
+		t.Helper()
+		if stored, _ := p.Counts(ctx); stored != want {
+			t.Fatalf("after %s: %d authorizers counted, want %d", after, stored, want)
+		}
+	}
+	count(0, "the start")
+	refresh := emu.ImportAuthorizers("wxcompa", []string{"wxacc1", "wxacc2", "wxacc3"})
+	var imported []Imported
+	for _, id := range []string{"wxacc1", "wxacc2", "wxacc3"} {
+		imported = append(imported, Imported{AppID: id, RefreshToken: refresh[id]})
+	}
+	if err := p.Import(ctx, imported); err != nil {
+		t.Fatal(err)
+	}
+	count(3, "an import of 3")
+	now := time.Now().Unix()
+	if err := p.Apply(ctx, Event{InfoType: "unauthorized", AuthorizerAppID: "wxacc2", CreateTime: now}); err != nil {
+		t.Fatal(err)
+	}
+	count(2, "a withdrawal")
+	code := emu.AuthorizeAccount("wxcompa", "wxacc2")
+	if err := p.Apply(ctx, Event{InfoType: "authorized", AuthorizerAppID: "wxacc2", AuthorizationCode: code, CreateTime: now + 1}); err != nil {
+		t.Fatal(err)
+	}
+	count(3, "the account's authorization again")
+	// A change of permissions in the same second: a new code, exchanged;
+	// WeChat's re-delivery of it: the same code, not exchanged again.
+	exchanges := emu.Stats().QueryAuthCalls
+	code = emu.AuthorizeAccount("wxcompa", "wxacc2")
+	for range 2 {
+		if err := p.Apply(ctx, Event{InfoType: "updateauthorized", AuthorizerAppID: "wxacc2", AuthorizationCode: code, CreateTime: now + 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := emu.Stats().QueryAuthCalls - exchanges; n != 1 {
+		t.Fatalf("an updateauthorized of the same second as the authorized, delivered twice: %d exchanges, want 1", n)
+	}
+	if _, err := p.Account(ctx, "wxacc2"); err != nil {
+		t.Fatalf("the account authorized again: %v", err)
+	}
+}

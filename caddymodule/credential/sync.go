@@ -146,7 +146,7 @@ func (a *accounts) adoptListed(ctx context.Context, p *Platform, l Listed, log *
 	if rec, exists, err = a.record(ctx, l.AppID); err != nil || !stale(rec, exists) {
 		return false, err
 	}
-	a.write(ctx, authorization{AppID: l.AppID, RefreshToken: l.RefreshToken, UpdatedAt: time.Now(), EventTime: max(rec.EventTime, l.AuthTime)}, log)
+	a.write(ctx, authorization{AppID: l.AppID, RefreshToken: l.RefreshToken, UpdatedAt: time.Now(), EventTime: max(rec.EventTime, l.AuthTime)}, exists && rec.WithdrawnAt != 0, log)
 	return true, nil
 }
 
