@@ -237,13 +237,13 @@ func (m *Messages) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	if err != nil {
 		return m.refuse(w, account, err)
 	}
-	key, createTime, err := m.receiver.MessageKey(push)
+	key, err := m.receiver.MessageKey(push)
 	if err != nil {
 		return m.refuse(w, account, err)
 	}
 	m.stats.received.Add(1)
 	toApp, rec := appRequest(r, push, account)
-	answer, repeat, err := deliveries.Deliver(r.Context(), m.app.creds.Storage(), m.receiver.ID+"/"+account, createTime, key,
+	answer, repeat, err := deliveries.Deliver(r.Context(), m.app.creds.Storage(), m.receiver.ID+"/"+account, key,
 		func(ctx context.Context) (credential.Answer, error) { return m.deliver(ctx, toApp, rec, next) })
 	if repeat {
 		m.stats.deduplicated.Add(1)

@@ -86,8 +86,9 @@ func withdrawalsKey(componentAppID string) string {
 func withdrawalsLock(componentAppID string) string { return prefix + "_withdrawals_" + componentAppID }
 
 // messagesPrefix is where the fleet keeps the answers to a receiver's
-// messages (for WeChat's re-deliveries), filed by the minute of their
-// CreateTime so that old ones are removed by the minute.
+// messages (for WeChat's re-deliveries), filed by the span of minutes in
+// which they first came (messages.go) so that old ones are removed by the
+// folder.
 func messagesPrefix(receiverID string) string { return prefix + "/messages/" + receiverID }
 
 // fleetPrefix is where the instances delivering messages say so (one

@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io/fs"
 	"path"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -44,8 +42,14 @@ const (
 	// elsewhereWait is how long a re-delivery waits for another instance's
 	// delivery before WeChat's next one.
 	elsewhereWait = 4 * time.Second
-	// recordsKept: records older than this many minutes are removed.
-	recordsKept = 10
+	// spanMinutes: a record is filed in the folder of the span of this
+	// many minutes in which its message first came (by the clock of the
+	// instance that took it), and found by a re-delivery in its own span
+	// or the one before; spans older than that are removed.
+	spanMinutes = 10
+	// clockSlack is how far the clocks of a fleet's instances may differ
+	// around a span's bounds and a re-delivery still find the record.
+	clockSlack = 30 * time.Second
 	// markAfter: a delivery still under way this long is marked for the
 	// fleet (see run).
 	markAfter = time.Second
@@ -120,12 +124,8 @@ type record struct {
 // a first delivery returns when deliver does (bounded by deliveryTimeout),
 // WeChat hanging up or not. Its failure keeps nothing, so that WeChat's
 // next delivery tries again.
-func (d *Deliveries) Deliver(ctx context.Context, store Storage, receiverID string, createTime int64, key string,
+func (d *Deliveries) Deliver(ctx context.Context, store Storage, receiverID string, key string,
 	deliver func(context.Context) (Answer, error)) (answer Answer, repeat bool, err error) {
-	minute := createTime / 60
-	if createTime == 0 {
-		minute = time.Now().Unix() / 60
-	}
 	hash := messageHash(key)
 	id, a, f, ok := d.local(receiverID, hash)
 	if ok {
@@ -135,18 +135,22 @@ func (d *Deliveries) Deliver(ctx context.Context, store Storage, receiverID stri
 	}
 	storeKey := ""
 	if store != nil {
-		storeKey = messageKeyOf(receiverID, minute, hash)
 		d.awaitJoin(ctx)
 	}
-	if store != nil && d.sharing(time.Now()) {
+	now := time.Now()
+	minute := spanOf(now)
+	if store != nil {
+		storeKey = messageKeyOf(receiverID, minute, hash)
+	}
+	if store != nil && d.sharing(now) {
 		// Another instance may have it (a re-delivery that came here).
-		if rec, ok := loadRecord(ctx, store, storeKey); ok {
+		if span, rec, ok := find(ctx, store, receiverID, hash, now); ok {
 			switch {
 			case rec.State == "answered":
-				d.remember(id, minute, rec.Answer)
+				d.remember(id, span, rec.Answer)
 				return rec.Answer, true, nil
-			case rec.State == "delivering" && time.Since(rec.At) < deliveryTimeout:
-				return d.waitElsewhere(ctx, store, storeKey, id, minute)
+			case rec.State == "delivering":
+				return d.waitElsewhere(ctx, store, messageKeyOf(receiverID, span, hash), id, span)
 			}
 		}
 	}
@@ -161,6 +165,42 @@ func (d *Deliveries) Deliver(ctx context.Context, store Storage, receiverID stri
 	// Here, to its end: nothing of ctx (WeChat hanging up) cancels it.
 	d.run(store, receiverID, id, minute, f, deliver)
 	return f.answer, false, f.err
+}
+
+// spanOf is the span (its first minute, Unix minutes) that t falls in.
+func spanOf(t time.Time) int64 {
+	m := t.Unix() / 60
+	return m - m%spanMinutes
+}
+
+// spansToRead are the spans in which the record of a message that first
+// came within answerKept of now may be, its own first: the one before
+// early in a span, the next one at its very end (another instance's
+// clock ahead of this one's).
+func spansToRead(now time.Time) (spans [3]int64, n int) {
+	span := spanOf(now)
+	spans[0], n = span, 1
+	start := time.Unix(span*60, 0)
+	if now.Sub(start) < answerKept+clockSlack {
+		spans[n], n = span-spanMinutes, n+1
+	}
+	if start.Add(spanMinutes*time.Minute).Sub(now) < clockSlack {
+		spans[n], n = span+spanMinutes, n+1
+	}
+	return spans, n
+}
+
+// find reads the fleet's record of a message: an answer, or a delivery
+// under way (not given up on), and the span it is filed in.
+func find(ctx context.Context, store Storage, receiverID string, hash [16]byte, now time.Time) (int64, record, bool) {
+	spans, n := spansToRead(now)
+	for _, span := range spans[:n] {
+		rec, ok := loadRecord(ctx, store, messageKeyOf(receiverID, span, hash))
+		if ok && (rec.State == "answered" || rec.State == "delivering" && now.Sub(rec.At) < deliveryTimeout) {
+			return span, rec, true
+		}
+	}
+	return 0, record{}, false
 }
 
 // local is what this instance knows of a message: its answer, or its
@@ -324,27 +364,7 @@ func storeRecord(store Storage, key string, rec record) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	dir := path.Dir(key)
-	if minute, err := strconv.ParseInt(path.Base(dir), 10, 64); err == nil && offClock(minute, time.Now().Unix()/60) {
-		// Written before the record, so that a sweep that lists the
-		// record also reads this mark's time and spares the folder.
-		stamp := strconv.FormatInt(time.Now().Unix(), 10)
-		_ = store.Store(ctx, dir+"/"+lastWriteMark, []byte(stamp))
-	}
 	_ = store.Store(ctx, key, data) // a lost mark costs a duplicate at worst
-}
-
-// lastWriteMark is the file, in a folder of records named by a minute far
-// from the clock's, holding the Unix time of the folder's last write.
-const lastWriteMark = "last_write"
-
-// offClock tells whether a record written at the clock's minute now into
-// the folder of minute could be swept before it is answerKept old (the
-// sweep goes by the folder's name): a message whose CreateTime is far from
-// the clock (a sample message's, a clock's error) is filed by it all the
-// same, since its re-deliveries must find the same key.
-func offClock(minute, now int64) bool {
-	return minute < now-(recordsKept-int64(answerKept/time.Minute)-1) || minute > now+recordsKept/2
 }
 
 func deleteRecord(store Storage, key string) {
@@ -358,8 +378,9 @@ func deleteRecord(store Storage, key string) {
 	_ = store.Delete(ctx, key)
 }
 
-// sweep removes a receiver's records older than recordsKept minutes, at
-// most once a minute.
+// sweep removes a receiver's records of spans before the one before
+// now's (10 to 20 minutes old), at most once a minute. A span ahead of the
+// clock (the clock went back) is left until the clock passes it.
 func (d *Deliveries) sweep(store Storage, receiverID string) {
 	if store == nil {
 		return
@@ -378,38 +399,19 @@ func (d *Deliveries) sweep(store Storage, receiverID string) {
 	if err != nil {
 		return
 	}
+	oldest := spanOf(time.Now()) - spanMinutes
 	for _, dir := range dirs {
 		m, err := strconv.ParseInt(path.Base(dir), 10, 64)
-		if err != nil || m >= minute-recordsKept && m <= minute+recordsKept {
+		if err != nil || m >= oldest {
 			continue
 		}
 		keys, err := store.List(ctx, dir, true)
 		if err != nil {
 			continue
 		}
-		mark := dir + "/" + lastWriteMark
-		if slices.Contains(keys, mark) {
-			if recentlyWritten(ctx, store, mark, time.Now()) {
-				continue
-			}
-		} else if m > minute {
-			continue // not written off the clock: the clock went back
-		}
 		for _, k := range keys {
 			_ = store.Delete(ctx, k)
 		}
 		_ = store.Delete(ctx, dir)
 	}
-}
-
-// recentlyWritten tells whether the folder of mark (lastWriteMark) was
-// written within recordsKept minutes of now, or may have been: its mark
-// cannot be read.
-func recentlyWritten(ctx context.Context, store Storage, mark string, now time.Time) bool {
-	data, err := store.Load(ctx, mark)
-	if err != nil {
-		return !errors.Is(err, fs.ErrNotExist)
-	}
-	at, err := strconv.ParseInt(string(data), 10, 64)
-	return err == nil && now.Unix()-at < recordsKept*60
 }

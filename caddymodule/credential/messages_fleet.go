@@ -344,7 +344,7 @@ func (d *Deliveries) handover(ctx context.Context, store Storage) {
 	for _, f := range d.inflight {
 		inflight = append(inflight, f)
 	}
-	cutoff := time.Now().Add(handoverSpan - answerKept).UnixNano() // answered after now-handoverSpan
+	cutoff := time.Now().Add(answerKept - handoverSpan).UnixNano() // answered after now-handoverSpan: until = answered+answerKept
 	type answer struct {
 		key string
 		rec record

@@ -244,9 +244,8 @@ func (r *MessageReceiver) Seal(p Push, reply []byte, now time.Time) ([]byte, err
 
 // MessageKey identifies a message across WeChat's re-deliveries: its
 // MsgId, or for an event (none) its FromUserName, CreateTime and Event,
-// and the kind's EventFields. createTime is the message's CreateTime (0 when unreadable), which
-// files its record in the storage.
-func (r *MessageReceiver) MessageKey(p Push) (key string, createTime int64, err error) {
+// and the kind's EventFields.
+func (r *MessageReceiver) MessageKey(p Push) (key string, err error) {
 	names := r.Kind.keyFields()
 	var buf [8]string
 	values := buf[:len(names)]
@@ -261,12 +260,11 @@ func (r *MessageReceiver) MessageKey(p Push) (key string, createTime int64, err 
 		readRootFields(p.Plain, names, values)
 	}
 	msgID, msgIDUpper, from, created, event := values[0], values[1], values[2], values[3], values[4]
-	createTime, _ = strconv.ParseInt(created, 10, 64)
 	if id := msgID + msgIDUpper; id != "" {
-		return "msg:" + id, createTime, nil
+		return "msg:" + id, nil
 	}
 	if from == "" || created == "" {
-		return "", 0, refuse(RefusedMalformed, "the message has neither a MsgId nor a FromUserName and CreateTime")
+		return "", refuse(RefusedMalformed, "the message has neither a MsgId nor a FromUserName and CreateTime")
 	}
 	var b strings.Builder
 	b.WriteString("event:")
@@ -279,7 +277,7 @@ func (r *MessageReceiver) MessageKey(p Push) (key string, createTime int64, err 
 		b.WriteByte('|')
 		b.WriteString(v)
 	}
-	return b.String(), createTime, nil
+	return b.String(), nil
 }
 
 // messageKeyFields are the fields of every kind's MessageKey, in the order

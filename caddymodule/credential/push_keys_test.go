@@ -2,10 +2,10 @@ package credential
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"net/url"
-	"path"
 	"strconv"
 	"strings"
 	"testing"
@@ -43,8 +43,8 @@ func TestMessageReceiverOpensWhatWeChatPushes(t *testing.T) {
 	if err != nil || string(p.Plain) != string(msg.XML()) || !p.Encrypted || p.JSON {
 		t.Fatalf("safe mode: %q %+v %v", p.Plain, p, err)
 	}
-	if k, ct, err := safe.MessageKey(p); err != nil || k != "msg:"+strconv.FormatInt(msg.MsgID, 10) || ct != msg.CreateTime {
-		t.Fatalf("key %q %d %v", k, ct, err)
+	if k, err := safe.MessageKey(p); err != nil || k != "msg:"+strconv.FormatInt(msg.MsgID, 10) {
+		t.Fatalf("key %q %v", k, err)
 	}
 	reasons := map[string]func() error{
 		RefusedStale: func() error { _, err := safe.Open(q, body, now.Add(6*time.Minute)); return err },
@@ -87,7 +87,7 @@ func TestMessageReceiverOpensWhatWeChatPushes(t *testing.T) {
 	// Events are told apart by sender, time and event; WeCom's by agent too.
 	wecom, _ := NewMessageReceiver(WeComApp, "ww1", "tok", key)
 	ev := Push{Plain: []byte("<xml><FromUserName>u</FromUserName><CreateTime>7</CreateTime><Event>click</Event><AgentID>100</AgentID></xml>")}
-	if k, _, _ := wecom.MessageKey(ev); k != "event:u|7|click|100" {
+	if k, _ := wecom.MessageKey(ev); k != "event:u|7|click|100" {
 		t.Fatalf("WeCom event key %q", k)
 	}
 }
@@ -111,7 +111,7 @@ func TestDeliveriesDeliverOnce(t *testing.T) {
 	}
 	done := make(chan Answer, 2)
 	send := func() {
-		ans, _, err := a.Deliver(context.Background(), store, "wxapp", 60, "msg:1", deliver)
+		ans, _, err := a.Deliver(context.Background(), store, "wxapp", "msg:1", deliver)
 		if err != nil {
 			t.Error(err)
 		}
@@ -129,8 +129,8 @@ func TestDeliveriesDeliverOnce(t *testing.T) {
 	if calls != 1 {
 		t.Fatalf("%d deliveries", calls)
 	}
-	waitAnswerStored(t, store, "wxapp", 1, "msg:1")
-	ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", 60, "msg:1", func(context.Context) (Answer, error) {
+	waitAnswerStored(t, store, "wxapp", "msg:1")
+	ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", "msg:1", func(context.Context) (Answer, error) {
 		t.Error("delivered again through another instance")
 		return Answer{}, nil
 	})
@@ -140,52 +140,44 @@ func TestDeliveriesDeliverOnce(t *testing.T) {
 	// A failure keeps nothing: the next delivery delivers.
 	fails := 0
 	failing := func(context.Context) (Answer, error) { fails++; return Answer{}, errors.New("the app is down") }
-	if _, _, err := a.Deliver(context.Background(), store, "wxapp", 60, "msg:2", failing); err == nil {
+	if _, _, err := a.Deliver(context.Background(), store, "wxapp", "msg:2", failing); err == nil {
 		t.Fatal("a failed delivery answered")
 	}
-	if _, _, err := b.Deliver(context.Background(), store, "wxapp", 60, "msg:2", failing); err == nil || fails != 2 {
+	if _, _, err := b.Deliver(context.Background(), store, "wxapp", "msg:2", failing); err == nil || fails != 2 {
 		t.Fatalf("after a failure: %d deliveries, %v", fails, err)
 	}
 }
 
-// A message whose CreateTime is far from the clock (WeChat's sample
-// message's, 2012) is filed by it all the same: the fleet's sweep, which
-// goes by the folders' minutes, leaves its record to re-deliveries, and
-// still removes the folders no one wrote to for recordsKept minutes.
-func TestOffClockMessageOutlivesTheSweep(t *testing.T) {
+// A record is filed by the span in which its message first came, not by
+// anything a re-delivery carries (a re-stamped CreateTime, a sample
+// message's of 2012): a re-delivery through another instance finds it
+// after a sweep, and the sweep removes the spans before the one before.
+func TestRecordFiledByItsFirstArrival(t *testing.T) {
 	t.Parallel()
 	store := newMemStorage()
 	a, b := NewDeliveries(), NewDeliveries()
 	t.Cleanup(a.Attach(store, nil))
 	t.Cleanup(b.Attach(store, nil))
-	const sample = 1348831860
 	deliver := func(context.Context) (Answer, error) { return Answer{Body: []byte("reply")}, nil }
-	if _, _, err := a.Deliver(context.Background(), store, "wxapp", sample, "msg:sample", deliver); err != nil {
+	if _, _, err := a.Deliver(context.Background(), store, "wxapp", "msg:sample", deliver); err != nil {
 		t.Fatal(err)
 	}
-	waitAnswerStored(t, store, "wxapp", sample/60, "msg:sample")
-	// Folders of minutes long past: one no one wrote to since, one whose
-	// last write was recordsKept minutes ago.
-	forgotten := messageKey("wxapp", 60, "msg:old")
-	staleMarked := messageKey("wxapp", 120, "msg:old")
-	staleMark := path.Dir(staleMarked) + "/" + lastWriteMark
-	for _, k := range []string{forgotten, staleMarked} {
+	waitAnswerStored(t, store, "wxapp", "msg:sample")
+	// Spans long past, and the one before the one before now's.
+	gone := []string{messageKey("wxapp", 60, "msg:old"), messageKey("wxapp", spanOf(time.Now())-2*spanMinutes, "msg:old")}
+	for _, k := range gone {
 		if err := store.Store(context.Background(), k, []byte(`{"state":"answered"}`)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	old := strconv.FormatInt(time.Now().Add(-recordsKept*time.Minute).Unix(), 10)
-	if err := store.Store(context.Background(), staleMark, []byte(old)); err != nil {
-		t.Fatal(err)
-	}
 	NewDeliveries().sweep(store, "wxapp") // one that has not swept this minute
-	for _, k := range []string{forgotten, staleMarked, staleMark} {
+	for _, k := range gone {
 		if _, err := store.Load(context.Background(), k); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s outlived the sweep: %v", k, err)
 		}
 	}
-	ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", sample, "msg:sample", func(context.Context) (Answer, error) {
-		t.Error("the sample message was delivered again through another instance")
+	ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", "msg:sample", func(context.Context) (Answer, error) {
+		t.Error("the message was delivered again through another instance")
 		return Answer{}, nil
 	})
 	if err != nil || !repeat || string(ans.Body) != "reply" {
@@ -193,20 +185,41 @@ func TestOffClockMessageOutlivesTheSweep(t *testing.T) {
 	}
 }
 
-func TestOffClock(t *testing.T) {
-	now := int64(29_000_000)
-	for minute, want := range map[int64]bool{now: false, now - 4: false, now - 5: true, now + 5: false, now + 6: true, 1: true} {
-		if got := offClock(minute, now); got != want {
-			t.Errorf("offClock(now%+d) = %v", minute-now, got)
+// A re-delivery finds the record of a message answered within answerKept
+// in its own span or the one before, and the next one when its clock is
+// behind another instance's at a span's end.
+func TestRecordFoundAcrossSpans(t *testing.T) {
+	store := newMemStorage()
+	start := time.Unix(29_000_000*60, 0) // a span's first minute
+	hash := messageHash("msg:1")
+	put := func(span int64) {
+		data, _ := json.Marshal(record{State: "answered", At: start, Answer: Answer{Body: []byte("r")}})
+		if err := store.Store(context.Background(), messageKeyOf("wxapp", span, hash), data); err != nil {
+			t.Fatal(err)
 		}
+	}
+	put(spanOf(start))
+	for _, tc := range []struct {
+		at    time.Duration // after the span's start
+		found bool
+	}{{0, true}, {9 * time.Minute, true}, {10*time.Minute + answerKept, true}, {10*time.Minute + answerKept + clockSlack, false}} {
+		now := start.Add(tc.at)
+		if _, rec, ok := find(context.Background(), store, "wxapp", hash, now); ok != tc.found || ok && rec.State != "answered" {
+			t.Errorf("%s into the span: found %v, want %v", tc.at, ok, tc.found)
+		}
+	}
+	store = newMemStorage()
+	put(spanOf(start))
+	if _, _, ok := find(context.Background(), store, "wxapp", hash, start.Add(-clockSlack/2)); !ok {
+		t.Error("a record of the next span, read by a clock behind, not found")
 	}
 }
 
-func waitAnswerStored(t *testing.T, store Storage, receiverID string, minute int64, key string) {
+func waitAnswerStored(t *testing.T, store Storage, receiverID string, key string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if rec, ok := loadRecord(context.Background(), store, messageKey(receiverID, minute, key)); ok && rec.State == "answered" {
+		if _, rec, ok := find(context.Background(), store, receiverID, messageHash(key), time.Now()); ok && rec.State == "answered" {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -238,11 +251,11 @@ func TestAloneNothingOfAMessageIsStored(t *testing.T) {
 	before := loads()
 	deliver := func(context.Context) (Answer, error) { return Answer{Body: []byte("r")}, nil }
 	for i := range 20 {
-		if _, repeat, err := d.Deliver(context.Background(), store, "wxapp", 60, "msg:"+strconv.Itoa(i), deliver); err != nil || repeat {
+		if _, repeat, err := d.Deliver(context.Background(), store, "wxapp", "msg:"+strconv.Itoa(i), deliver); err != nil || repeat {
 			t.Fatalf("message %d: repeat %v, %v", i, repeat, err)
 		}
 	}
-	if _, repeat, err := d.Deliver(context.Background(), store, "wxapp", 60, "msg:3", deliver); err != nil || !repeat {
+	if _, repeat, err := d.Deliver(context.Background(), store, "wxapp", "msg:3", deliver); err != nil || !repeat {
 		t.Fatalf("a re-delivery alone: repeat %v, %v", repeat, err)
 	}
 	if n := loads() - before; n != 0 {
@@ -271,13 +284,13 @@ func TestNewcomerAnswersWhatTheFleetAnsweredBeforeIt(t *testing.T) {
 		t.Error("delivered again through the newcomer")
 		return Answer{}, nil
 	}
-	if _, _, err := a.Deliver(context.Background(), store, "wxapp", 60, "msg:1", once("before")); err != nil {
+	if _, _, err := a.Deliver(context.Background(), store, "wxapp", "msg:1", once("before")); err != nil {
 		t.Fatal(err)
 	}
 	release, entered := make(chan struct{}), make(chan struct{})
 	inFlight := make(chan error, 1)
 	go func() {
-		_, _, err := a.Deliver(context.Background(), store, "wxapp", 60, "msg:2", func(context.Context) (Answer, error) {
+		_, _, err := a.Deliver(context.Background(), store, "wxapp", "msg:2", func(context.Context) (Answer, error) {
 			close(entered)
 			<-release
 			return Answer{Body: []byte("slow")}, nil
@@ -286,12 +299,12 @@ func TestNewcomerAnswersWhatTheFleetAnsweredBeforeIt(t *testing.T) {
 	}()
 	<-entered
 	t.Cleanup(b.Attach(store, nil))
-	if ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", 60, "msg:1", never); err != nil || !repeat || string(ans.Body) != "before" {
+	if ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", "msg:1", never); err != nil || !repeat || string(ans.Body) != "before" {
 		t.Fatalf("answered before the newcomer came: %q %v %v", ans.Body, repeat, err)
 	}
 	waiting := make(chan Answer, 1)
 	go func() {
-		ans, _, err := b.Deliver(context.Background(), store, "wxapp", 60, "msg:2", never)
+		ans, _, err := b.Deliver(context.Background(), store, "wxapp", "msg:2", never)
 		if err != nil {
 			t.Error(err)
 		}
@@ -306,11 +319,11 @@ func TestNewcomerAnswersWhatTheFleetAnsweredBeforeIt(t *testing.T) {
 		t.Fatalf("a re-delivery while the first was under way elsewhere: %q", ans.Body)
 	}
 	// Answered by a, at once re-delivered to b.
-	if _, _, err := a.Deliver(context.Background(), store, "wxapp", 60, "msg:3", once("now")); err != nil {
+	if _, _, err := a.Deliver(context.Background(), store, "wxapp", "msg:3", once("now")); err != nil {
 		t.Fatal(err)
 	}
-	waitAnswerStored(t, store, "wxapp", 1, "msg:3")
-	if ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", 60, "msg:3", never); err != nil || !repeat || string(ans.Body) != "now" {
+	waitAnswerStored(t, store, "wxapp", "msg:3")
+	if ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", "msg:3", never); err != nil || !repeat || string(ans.Body) != "now" {
 		t.Fatalf("answered by the other instance just before: %q %v %v", ans.Body, repeat, err)
 	}
 }
@@ -322,7 +335,7 @@ func TestSuccessorAnswersWhatThePredecessorAnswered(t *testing.T) {
 	store := newMemStorage()
 	a := NewDeliveries()
 	leave := a.Attach(store, nil)
-	if _, _, err := a.Deliver(context.Background(), store, "wxapp", 60, "msg:1", func(context.Context) (Answer, error) {
+	if _, _, err := a.Deliver(context.Background(), store, "wxapp", "msg:1", func(context.Context) (Answer, error) {
 		return Answer{Body: []byte("first life")}, nil
 	}); err != nil {
 		t.Fatal(err)
@@ -330,7 +343,7 @@ func TestSuccessorAnswersWhatThePredecessorAnswered(t *testing.T) {
 	leave()
 	b := NewDeliveries()
 	t.Cleanup(b.Attach(store, nil))
-	ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", 60, "msg:1", func(context.Context) (Answer, error) {
+	ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", "msg:1", func(context.Context) (Answer, error) {
 		t.Error("delivered again after a restart")
 		return Answer{}, nil
 	})
@@ -345,10 +358,10 @@ func TestFirstDeliveryIsNoRepeat(t *testing.T) {
 	store := newMemStorage()
 	t.Cleanup(d.Attach(store, nil))
 	deliver := func(context.Context) (Answer, error) { return Answer{Body: []byte("r")}, nil }
-	if _, repeat, err := d.Deliver(context.Background(), store, "wxapp", 60, "msg:9", deliver); err != nil || repeat {
+	if _, repeat, err := d.Deliver(context.Background(), store, "wxapp", "msg:9", deliver); err != nil || repeat {
 		t.Fatalf("first delivery: repeat %v, %v", repeat, err)
 	}
-	if _, repeat, err := d.Deliver(context.Background(), store, "wxapp", 60, "msg:9", deliver); err != nil || !repeat {
+	if _, repeat, err := d.Deliver(context.Background(), store, "wxapp", "msg:9", deliver); err != nil || !repeat {
 		t.Fatalf("re-delivery: repeat %v, %v", repeat, err)
 	}
 }
@@ -361,7 +374,7 @@ func TestPushBeforeTheJoinWaitsForIt(t *testing.T) {
 	store := newMemStorage()
 	a, b := NewDeliveries(), NewDeliveries()
 	t.Cleanup(a.Attach(store, nil))
-	if _, _, err := a.Deliver(context.Background(), store, "wxapp", 60, "msg:1", func(context.Context) (Answer, error) {
+	if _, _, err := a.Deliver(context.Background(), store, "wxapp", "msg:1", func(context.Context) (Answer, error) {
 		return Answer{Body: []byte("from a")}, nil
 	}); err != nil {
 		t.Fatal(err)
@@ -373,7 +386,7 @@ func TestPushBeforeTheJoinWaitsForIt(t *testing.T) {
 	}
 	early := make(chan result, 1)
 	go func() {
-		ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", 60, "msg:1", func(context.Context) (Answer, error) {
+		ans, repeat, err := b.Deliver(context.Background(), store, "wxapp", "msg:1", func(context.Context) (Answer, error) {
 			t.Error("delivered again by an instance that had not joined")
 			return Answer{}, nil
 		})
