@@ -137,7 +137,7 @@ func (d *Deliveries) Deliver(ctx context.Context, store Storage, receiverID stri
 	if store != nil {
 		d.awaitJoin(ctx)
 	}
-	now := time.Now()
+	now := time.Now() // after the join's wait: the span the record goes in
 	minute := spanOf(now)
 	if store != nil {
 		storeKey = messageKeyOf(receiverID, minute, hash)
