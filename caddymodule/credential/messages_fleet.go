@@ -198,7 +198,7 @@ func (c *company) beatLocked(ctx context.Context, d *Deliveries, store Storage) 
 	defer cancel()
 	now := time.Now()
 	keys, err := store.List(ctx, fleetPrefix(), false)
-	if err != nil {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) { // none yet: the file storage's first beat
 		c.noteFailure(err)
 		return
 	}
